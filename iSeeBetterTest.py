@@ -1,0 +1,434 @@
+"""iSeeBetter tester: upscale any video or frame folder (``--upscale_only``), or evaluate on HR clips.
+
+Upscaling: ``python iSeeBetterTest.py -u --input clip.mp4 --output out/ -m weights/netG_epoch_4_1.pth`` writes
+``out/clip/00001.png ...`` and ``out/clip.mp4`` (source frame rate).
+
+Evaluation (the standard VSR protocol): every HR frame is modcropped, degraded (``--degradation matlab|pil``),
+super-resolved and compared on the Y channel (PSNR, SSIM). ``--model bicubic`` evaluates the bicubic baseline.
+Writes ``metrics.json``, ``per_frame.csv`` and, per clip, ``<clip>_psnr.png`` and ``<clip>_compare.png``.
+
+Inputs: ``--input`` (a video file, a frame folder, or a folder of clip folders / videos), or the original's
+``--data_dir`` + ``--file_list`` (one frame path per line relative to data_dir, e.g. ``foliage/001.png``; a line
+may also name a whole clip folder).
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+import numpy as np
+import torch
+
+import logger
+import metrics
+from dataset import DEGRADATIONS, bicubic_upscale, degrade, find_video_sources, modcrop, read_list_file
+from errors import UserError, run_cli
+from inference import (
+    DEFAULT_OVERLAP,
+    EDGE_MODES,
+    PRECISIONS,
+    check_precision,
+    prepare_model,
+    resolve_device,
+    super_resolve_clip,
+    to_image,
+)
+from video_io import is_image_file, is_video_file, iter_video, list_frames, load_rgb, save_rgb, video_info, write_video
+
+BICUBIC = "bicubic"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="iSeeBetter: upscale a video/frames (-u) or evaluate PSNR/SSIM on HR clips")
+    # The original's options (same names, short flags and defaults unless noted).
+    p.add_argument("-m", "--model", default="weights/netG_epoch_4_1.pth",
+                   help="generator checkpoint (original state_dict with/without 'module.', or project checkpoint); "
+                        "'bicubic' for the bicubic baseline")
+    p.add_argument("-o", "--output", default="Results/", help="Location to save test results")
+    p.add_argument("-s", "--upscale_factor", type=int, default=None,
+                   help="super resolution upscale factor (default: the checkpoint's; 4 for bicubic)")
+    p.add_argument("-r", "--residual", action="store_true", help="add the (Pillow) bicubic upscale to the output")
+    p.add_argument("-c", "--gpu_mode", action="store_true", help="Use a CUDA compatible GPU (error if none)")
+    p.add_argument("--testBatchSize", type=int, default=1, help="kept for compatibility (frames run one at a time)")
+    p.add_argument("--chop_forward", action="store_true",
+                   help="the original's recursive quadrant chop (bounded memory); see also --tile")
+    p.add_argument("--threads", type=int, default=0, help="threads for the optical flow (0 = all cores)")
+    p.add_argument("--seed", type=int, default=123, help="random seed")
+    p.add_argument("--gpus", type=int, default=1, help="kept for compatibility (inference uses one device)")
+    p.add_argument("--data_dir", default="./Vid4", help="root of the frames named in --file_list")
+    p.add_argument("--file_list", default="foliage_test.txt", help="list of frames (relative to --data_dir)")
+    p.add_argument("--other_dataset", action=argparse.BooleanOptionalAction, default=True,
+                   help="file_list lines are frame paths (default); --no-other_dataset: Vimeo septuplet folders, "
+                        "only the middle frame is evaluated")
+    p.add_argument("--future_frame", action=argparse.BooleanOptionalAction, default=True,
+                   help="use past and future neighbours (default) or past frames only")
+    p.add_argument("--nFrames", type=int, default=None, help="frames per window (default: the checkpoint's)")
+    p.add_argument("--model_type", default="RBPN", help="only RBPN is supported")
+    p.add_argument("-d", "--debug", action="store_true", help="Print debug spew.")
+    p.add_argument("-u", "--upscale_only", action="store_true", help="Upscale mode - without downscaling.")
+    # New options.
+    p.add_argument("-i", "--input", default=None,
+                   help="video file, frame folder, or folder of clip folders/videos (overrides --data_dir/--file_list)")
+    p.add_argument("--tile", type=int, default=0, help="LR tile size for bounded-memory inference (0 = whole frame)")
+    p.add_argument("--tile_overlap", type=int, default=DEFAULT_OVERLAP, help="LR pixels shared by adjacent tiles")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32, bf16 (CPU or CUDA) or fp16 (CUDA) autocast")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--degradation", choices=DEGRADATIONS, default="matlab",
+                   help="HR -> LR bicubic for evaluation: matlab (imresize, the published protocol) or pil (training)")
+    p.add_argument("--metric", choices=("y", "rgb"), default="y",
+                   help="y: PSNR/SSIM on Y (BT.601); rgb: also the original's RGB PSNR (unclamped, s+1/s border)")
+    p.add_argument("--crop_border", type=int, default=0, help="pixels removed on each side before measuring")
+    p.add_argument("--skip_frames", type=int, default=0, help="leave the first and last N frames out of the metrics")
+    p.add_argument("--edge", choices=EDGE_MODES, default="centre",
+                   help="neighbours beyond the clip ends: centre frame (original), reflect or clamp")
+    p.add_argument("--save_frames", action=argparse.BooleanOptionalAction, default=True,
+                   help="save the SR frames as PNG when evaluating (always saved with --upscale_only)")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------- clips
+
+
+@dataclass
+class Clip:
+    """One sequence to process: a video file or an ordered list of frame files."""
+
+    name: str
+    video: Optional[str] = None
+    frames: Optional[List[str]] = None
+    targets: Optional[Set[int]] = None  # frame indices to produce (None = all)
+    fps: float = 25.0
+
+    def count(self) -> Optional[int]:
+        if self.frames is not None:
+            return len(self.frames)
+        return video_info(self.video)["frame_count"] or None
+
+    def frame_name(self, t: int) -> str:
+        if self.frames is not None:
+            return os.path.splitext(os.path.basename(self.frames[t]))[0]
+        return f"{t + 1:05d}"
+
+    def iter_frames(self) -> Iterator[np.ndarray]:
+        if self.video is not None:
+            yield from iter_video(self.video)
+        else:
+            for path in self.frames:
+                yield load_rgb(path)
+
+
+def _clip_from_path(path: str, name: Optional[str] = None) -> Clip:
+    name = name or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    if os.path.isdir(path):
+        return Clip(name, frames=list_frames(path))
+    info = video_info(path)
+    return Clip(name, video=path, fps=info["fps"] if info["fps"] > 0 else 25.0)
+
+
+def clips_from_input(path: str) -> List[Clip]:
+    """A video file, a frame folder, or a folder whose entries are frame folders and/or videos."""
+    if not os.path.exists(path):
+        raise UserError(f"input not found: {path}")
+    if os.path.isfile(path):
+        if not is_video_file(path):
+            raise UserError(f"{path} is not a video file (mp4, avi, mov, mkv, ...); for images pass their folder")
+        return [_clip_from_path(path)]
+    sources = find_video_sources(path)
+    if not sources:
+        raise UserError(f"no frames, clip folders or videos in {path}; pass a video file or a folder of frames")
+    if sources == [path]:
+        return [_clip_from_path(path)]
+    return [_clip_from_path(s) for s in sources]
+
+
+def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFrames: int) -> List[Clip]:
+    """The original's list: frame paths (grouped by folder into clips) or clip folders, relative to data_dir."""
+    list_path = file_list if os.path.isfile(file_list) else os.path.join(data_dir, file_list)
+    if not os.path.isfile(list_path):
+        raise UserError(f"file list {list_path} not found; pass --input VIDEO|FOLDER, or --data_dir and --file_list "
+                        f"of an existing list")
+    clips: Dict[str, Clip] = {}
+    for line in read_list_file(list_path):
+        path = os.path.join(data_dir, line)
+        if os.path.isdir(path):
+            frames = list_frames(path)
+            name = os.path.normpath(line)
+            targets = None if other_dataset else {min(nFrames // 2, len(frames) - 1)}
+            clips[name] = Clip(name, frames=frames, targets=targets)
+            continue
+        if not is_image_file(path):
+            raise UserError(f"{list_path}: line {line!r} is neither an image nor a folder")
+        if not os.path.isfile(path):
+            raise UserError(f"{list_path}: frame {path} not found")
+        folder = os.path.dirname(path)
+        name = os.path.normpath(os.path.dirname(line)) if os.path.dirname(line) else os.path.basename(data_dir)
+        if name not in clips:
+            clips[name] = Clip(name, frames=list_frames(folder), targets=set())
+        index = [os.path.normpath(f) for f in clips[name].frames].index(os.path.normpath(path))
+        clips[name].targets.add(index)
+    return list(clips.values())
+
+
+def resolve_clips(args: argparse.Namespace, nFrames: int) -> List[Clip]:
+    if args.input:
+        return clips_from_input(args.input)
+    return clips_from_file_list(args.data_dir, args.file_list, args.other_dataset, nFrames)
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+
+
+def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module], dict]:
+    """(model, config) from --model; (None, {"scale_factor", "nFrames"}) for the bicubic baseline."""
+    if args.model.lower() == BICUBIC:
+        return None, {"scale_factor": args.upscale_factor or 4, "nFrames": 1}
+    if args.model_type != "RBPN":
+        raise UserError(f"--model_type {args.model_type} is not supported; only RBPN")
+    if not os.path.isfile(args.model):
+        raise UserError(f"model checkpoint {args.model} not found; pass --model PATH.pth (original or project "
+                        f"checkpoint) or --model bicubic for the baseline (random weights are never used)")
+    import checkpoint
+
+    expect = {}
+    if args.upscale_factor is not None:
+        expect["scale_factor"] = args.upscale_factor
+    if args.nFrames is not None:
+        expect["nFrames"] = args.nFrames
+    model, config = checkpoint.build_generator(args.model, expect=expect)
+    logger.info(f"loaded {args.model}: RBPN x{config['scale_factor']}, nFrames={config['nFrames']}, "
+                f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    return model, config
+
+
+# ------------------------------------------------------------------------------------------------------ processing
+
+
+def _same_size(stream: Iterator[np.ndarray], clip: Clip) -> Iterator[np.ndarray]:
+    size = None
+    for k, frame in enumerate(stream):
+        if size is None:
+            size = frame.shape[:2]
+        elif frame.shape[:2] != size:
+            raise UserError(f"clip {clip.name}: frame {k} ({clip.frame_name(k)}) is {frame.shape[1]}x"
+                            f"{frame.shape[0]} but the first frame is {size[1]}x{size[0]}; all frames of a clip "
+                            f"must have the same size")
+        yield frame
+
+
+def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, config: dict, args, device
+               ) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
+    """(t, payload, lr, SR as float HxWx3 on 0..255, unclamped) for every target frame of the clip."""
+    scale = config["scale_factor"]
+    keep = clip.targets
+    if model is None:
+        for t, (lr, payload) in enumerate(items):
+            if keep is None or t in keep:
+                yield t, payload, lr, bicubic_upscale(lr, scale, args.degradation).astype(np.float64)
+        return
+    stream = super_resolve_clip(model, items, config["nFrames"], future_frame=args.future_frame, edge=args.edge,
+                                tile=args.tile, overlap=args.tile_overlap, chop=args.chop_forward,
+                                precision=args.precision, device=device, flow_threads=args.threads,
+                                keep=None if keep is None else keep.__contains__)
+    for t, payload, lr, sr in stream:
+        out = to_image(sr)
+        if args.residual:
+            out = out + bicubic_upscale(lr, scale, "pil").astype(np.float64)
+        yield t, payload, lr, out
+
+
+def _progress(clip: Clip):
+    from tqdm import tqdm
+
+    total = len(clip.targets) if clip.targets is not None else clip.count()
+    return tqdm(total=total, unit="frame", desc=clip.name, dynamic_ncols=True, leave=True)
+
+
+def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
+    folder = os.path.join(args.output, clip.name)
+    items = ((lr, None) for lr in _same_size(clip.iter_frames(), clip))
+    saved = []
+    with _progress(clip) as bar:
+        for t, _, _, sr in _sr_frames(clip, items, model, config, args, device):
+            path = os.path.join(folder, clip.frame_name(t) + ".png")
+            save_rgb(path, metrics.to_uint8(sr))
+            saved.append(path)
+            bar.update(1)
+    if clip.video is not None:
+        mp4 = os.path.join(args.output, clip.name + ".mp4")
+        write_video(mp4, (load_rgb(p) for p in saved), clip.fps)
+        logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/ and {mp4} ({clip.fps:g} fps)")
+    else:
+        logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/")
+
+
+def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
+    """Per-frame metrics of one clip (all frames; the caller applies --skip_frames)."""
+    scale = config["scale_factor"]
+
+    def items():
+        for hr in _same_size(clip.iter_frames(), clip):
+            hr = modcrop(hr, scale)
+            if min(hr.shape[:2]) - 2 * args.crop_border < 11:
+                raise UserError(f"clip {clip.name}: frames of {hr.shape[1]}x{hr.shape[0]} are too small to measure "
+                                f"(SSIM needs 11x11 px after --crop_border {args.crop_border})")
+            yield degrade(hr, scale, args.degradation), hr
+
+    count = len(clip.targets) if clip.targets is not None else clip.count()
+    middle = sorted(clip.targets)[len(clip.targets) // 2] if clip.targets else max((count or 1) - 1, 0) // 2
+    rows, shown = [], None
+    with _progress(clip) as bar:
+        for t, hr, lr, sr in _sr_frames(clip, items(), model, config, args, device):
+            sr8 = metrics.to_uint8(sr)
+            row = {"clip": clip.name, "index": t, "frame": clip.frame_name(t),
+                   "psnr_y": metrics.psnr_y(sr8, hr, args.crop_border),
+                   "ssim_y": metrics.ssim_y(sr8, hr, args.crop_border)}
+            bic = None
+            if model is not None:
+                bic = bicubic_upscale(lr, scale, args.degradation)
+                row["psnr_y_bicubic"] = metrics.psnr_y(bic, hr, args.crop_border)
+            if args.metric == "rgb":
+                row["psnr_rgb"] = metrics.psnr_rgb_original(sr, hr, scale)
+            rows.append(row)
+            if args.save_frames:
+                save_rgb(os.path.join(args.output, clip.name, clip.frame_name(t) + ".png"), sr8)
+            if shown is None and t >= middle:
+                shown = (bic if bic is not None else sr8, sr8, hr)
+            bar.set_postfix(psnr_y=f"{row['psnr_y']:.2f}")
+            bar.update(1)
+    if not rows:
+        raise UserError(f"clip {clip.name}: no frame was evaluated")
+    if shown is not None:
+        import plots
+
+        label = "RBPN" if model is not None else "bicubic"
+        plots.side_by_side(os.path.join(args.output, clip.name + "_compare.png"),
+                           [("bicubic", shown[0]), (label, shown[1]), ("ground truth", shown[2])])
+    return rows
+
+
+def _skip(rows: List[dict], skip: int) -> List[dict]:
+    if skip <= 0:
+        return rows
+    last = max(r["index"] for r in rows)
+    kept = [r for r in rows if skip <= r["index"] <= last - skip]
+    return kept
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def summarise(all_rows: Dict[str, List[dict]], args) -> dict:
+    """metrics.json content: per-clip means and the benchmark average (mean of the per-clip means)."""
+    keys = ["psnr_y", "ssim_y"] + (["psnr_rgb"] if args.metric == "rgb" else [])
+    if any("psnr_y_bicubic" in r for rows in all_rows.values() for r in rows):
+        keys.append("psnr_y_bicubic")
+    clips = {}
+    for name, rows in all_rows.items():
+        clip = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+        clip["frames"] = len(rows)
+        clips[name] = clip
+    average = {k: metrics.mean_of_means(clips, k) for k in keys}
+    return {"clips": clips, "average": average,
+            "protocol": {"model": args.model, "degradation": args.degradation, "crop_border": args.crop_border,
+                         "skip_frames": args.skip_frames, "channel": "Y (BT.601, MATLAB rgb2ycbcr)",
+                         "sr_rounded_to_uint8": True, "average": "mean of per-clip means"}}
+
+
+def _finite(obj):
+    """JSON-safe copy: infinite PSNR (identical images) becomes null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_reports(all_rows: Dict[str, List[dict]], args) -> dict:
+    import plots
+
+    summary = summarise(all_rows, args)
+    _atomic_write_text(os.path.join(args.output, "metrics.json"), json.dumps(_finite(summary), indent=2) + "\n")
+    fields = ["clip", "index", "frame", "psnr_y", "ssim_y", "psnr_y_bicubic", "psnr_rgb"]
+    fields = [f for f in fields if any(f in r for rows in all_rows.values() for r in rows)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for rows in all_rows.values():
+        for r in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items() if k in fields})
+    _atomic_write_text(os.path.join(args.output, "per_frame.csv"), buf.getvalue())
+    label = "bicubic" if args.model.lower() == BICUBIC else "SR"
+    for name, rows in all_rows.items():
+        bic = [r["psnr_y_bicubic"] for r in rows] if rows and "psnr_y_bicubic" in rows[0] else None
+        plots.plot_per_frame_psnr(os.path.join(args.output, name + "_psnr.png"), [r["index"] for r in rows],
+                                  [r["psnr_y"] for r in rows], bic, title=name, label=label)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logger.initLogger(args.debug)
+    torch.manual_seed(args.seed)
+    for name in ("tile", "tile_overlap", "crop_border", "skip_frames", "threads"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.tile and args.tile_overlap >= args.tile:
+        raise UserError(f"--tile_overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    if args.gpus > 1 or args.testBatchSize > 1:
+        logger.warning("--gpus/--testBatchSize > 1 are ignored: inference runs one frame at a time on one device")
+    device = resolve_device(args.device, args.gpu_mode)
+    check_precision(args.precision, device)
+    model, config = load_generator(args)
+    if model is not None:
+        model = prepare_model(model, device)
+    clips = resolve_clips(args, config["nFrames"])
+    logger.info(f"{len(clips)} clip(s), x{config['scale_factor']}, device {device}, precision {args.precision}"
+                + (f", tile {args.tile}/{args.tile_overlap}" if args.tile else "")
+                + (", chop_forward" if args.chop_forward and not args.tile else ""))
+
+    start = time.time()
+    if args.upscale_only:
+        for clip in clips:
+            upscale_clip(clip, model, config, args, device)
+        logger.info(f"done in {time.time() - start:.1f} s")
+        return 0
+
+    all_rows = {}
+    for clip in clips:
+        rows = _skip(evaluate_clip(clip, model, config, args, device), args.skip_frames)
+        if not rows:
+            raise UserError(f"clip {clip.name}: --skip_frames {args.skip_frames} leaves no frame to measure")
+        all_rows[clip.name] = rows
+        extra = f", PSNR-RGB(original) {np.mean([r['psnr_rgb'] for r in rows]):.2f} dB" if args.metric == "rgb" else ""
+        logger.info(f"{clip.name}: PSNR-Y {np.mean([r['psnr_y'] for r in rows]):.2f} dB, "
+                    f"SSIM-Y {np.mean([r['ssim_y'] for r in rows]):.4f} ({len(rows)} frames){extra}")
+    summary = write_reports(all_rows, args)
+    avg = summary["average"]
+    extra = f", PSNR-RGB(original) {avg['psnr_rgb']:.2f} dB" if args.metric == "rgb" else ""
+    logger.info(f"average over {len(all_rows)} clip(s): PSNR-Y {avg['psnr_y']:.2f} dB, SSIM-Y {avg['ssim_y']:.4f}"
+                f"{extra} -> {os.path.join(args.output, 'metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

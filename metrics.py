@@ -1,0 +1,135 @@
+"""Evaluation metrics: PSNR and SSIM on the Y channel (the standard VSR protocol) and the original's RGB PSNR.
+
+Conventions (the ones behind published Vid4 / Vimeo-90K tables, e.g. BasicSR and EDVR evaluations):
+
+- Images are RGB on the 0..255 scale (uint8, or float already rounded/clamped by the caller).
+- Y is MATLAB ``rgb2ycbcr``'s luma (ITU-R BT.601, studio swing): ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``
+  for R, G, B in 0..255, so Y lies in [16, 235]. Y is kept in float (not rounded to uint8, as BasicSR does).
+- PSNR uses a peak of 255; SSIM is Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5),
+  C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2 and 'valid' filtering (no padding), averaged over the map.
+- ``crop_border`` removes that many pixels on every side before measuring.
+"""
+
+from typing import Optional
+
+import numpy as np
+
+Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
+Y_OFFSET = 16.0
+PSNR_IDENTICAL = float("inf")
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+
+
+def crop(img: np.ndarray, crop_border: int) -> np.ndarray:
+    """Remove ``crop_border`` pixels from each side of an HxW or HxWxC image."""
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    if crop_border == 0:
+        return img
+    if 2 * crop_border >= min(img.shape[0], img.shape[1]):
+        raise ValueError(f"crop_border {crop_border} leaves nothing of a {img.shape[0]}x{img.shape[1]} image")
+    return img[crop_border:-crop_border, crop_border:-crop_border, ...]
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """Luma of an RGB image (HxWx3, 0..255 scale) as float64 HxW in [16, 235] (MATLAB ``rgb2ycbcr``, BT.601)."""
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"rgb_to_y expects an HxWx3 RGB image, got shape {img.shape}")
+    return img.astype(np.float64) @ Y_WEIGHTS + Y_OFFSET
+
+
+def psnr(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:
+    """PSNR in dB between two images on the 0..255 scale (any channel layout), peak 255.
+
+    Identical images give ``inf``. Pass Y planes (``rgb_to_y``) for the standard protocol.
+    """
+    _check_pair(a, b)
+    a = crop(a.astype(np.float64), crop_border)
+    b = crop(b.astype(np.float64), crop_border)
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0:
+        return PSNR_IDENTICAL
+    return 10.0 * np.log10(255.0**2 / mse)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """Normalised 2-D Gaussian window (outer product of the 1-D one), as in Wang et al.'s ``fspecial``."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x**2) / (2.0 * sigma**2))
+    g /= g.sum()
+    return np.outer(g, g)
+
+
+def _filter_valid(img: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Correlate a 2-D float64 image with ``window``, keeping only the 'valid' part (no padding)."""
+    import cv2
+
+    full = cv2.filter2D(img, cv2.CV_64F, window, borderType=cv2.BORDER_REFLECT)
+    r = window.shape[0] // 2
+    return full[r:-r, r:-r]
+
+
+def ssim(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:
+    """Mean SSIM between two single-channel images on the 0..255 scale (HxW); HxWxC images average the channels."""
+    _check_pair(a, b)
+    a = crop(a.astype(np.float64), crop_border)
+    b = crop(b.astype(np.float64), crop_border)
+    if a.ndim == 3:
+        return float(np.mean([ssim(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+    window = gaussian_window()
+    if min(a.shape) < window.shape[0]:
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.shape[1]}x{a.shape[0]}")
+    c1 = (0.01 * 255) ** 2
+    c2 = (0.03 * 255) ** 2
+    mu_a = _filter_valid(a, window)
+    mu_b = _filter_valid(b, window)
+    var_a = _filter_valid(a * a, window) - mu_a**2
+    var_b = _filter_valid(b * b, window) - mu_b**2
+    cov = _filter_valid(a * b, window) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ssim_map.mean())
+
+
+def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+    """PSNR on the Y channel of two RGB images (the standard VSR protocol)."""
+    return psnr(rgb_to_y(sr), rgb_to_y(hr), crop_border)
+
+
+def ssim_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+    """SSIM on the Y channel of two RGB images (the standard VSR protocol)."""
+    return ssim(rgb_to_y(sr), rgb_to_y(hr), crop_border)
+
+
+def psnr_rgb_original(pred: np.ndarray, gt: np.ndarray, scale: int) -> float:
+    """The original iSeeBetter tester's PSNR, kept for comparison (``--metric rgb``).
+
+    ``pred`` and ``gt`` are HxWx3 on the 0..255 scale; the prediction is used as given (the original neither clamps
+    nor rounds it). The border is asymmetric, as in the original: ``scale + 1`` rows/columns at the top/left and
+    ``scale`` at the bottom/right. MSE is over all RGB channels; identical images give 100 (the original's value).
+    """
+    _check_pair(pred, gt)
+    s = scale
+    h, w = pred.shape[:2]
+    p = pred.astype(np.float64)[1 + s : h - s, 1 + s : w - s]
+    g = gt.astype(np.float64)[1 + s : h - s, 1 + s : w - s]
+    if p.size == 0:
+        raise ValueError(f"a {w}x{h} image is too small for the original PSNR border of {s + 1}/{s} px")
+    rmse = float(np.sqrt(np.mean((p - g) ** 2)))
+    if rmse == 0:
+        return 100.0
+    return 20.0 * np.log10(255.0 / rmse)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Clamp a float image on the 0..255 scale and round it (halves up, like MATLAB) to uint8."""
+    return np.clip(np.floor(np.asarray(img, dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
+
+
+def mean_of_means(per_clip: dict, key: str) -> Optional[float]:
+    """Benchmark average: the mean over clips of each clip's mean value of ``key`` (clips without it are skipped)."""
+    values = [clip[key] for clip in per_clip.values() if clip.get(key) is not None]
+    return float(np.mean(values)) if values else None
