@@ -1,0 +1,157 @@
+"""iSeeBetter's four-fold generator loss (MSE + adversarial + VGG perceptual + TV) and the discriminator loss.
+
+Faithful to the original: ``total = 1 * MSE(sr, hr) + 1e-3 * (-mean D(sr)) + 6e-3 * MSE(VGG(sr), VGG(hr))
++ 2e-8 * TV(sr)``, where VGG is torchvision's VGG16 ``features[:31]`` (the whole conv trunk, up to pool5) with
+ImageNet weights, frozen, fed raw [0, 1] RGB without ImageNet mean/std normalisation.
+"""
+
+import os
+from typing import Dict, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from errors import UserError
+
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights file
+
+
+class VGGWeightsError(UserError):
+    """The VGG16 weights for the perceptual loss cannot be had."""
+
+
+class TVLoss(nn.Module):
+    """Total variation: ``weight * 2 * (sum(dh^2) / (C*(H-1)*W) + sum(dw^2) / (C*H*(W-1))) / B``."""
+
+    def __init__(self, tv_loss_weight: float = 1.0):
+        super().__init__()
+        self.tv_loss_weight = tv_loss_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if h < 2 or w < 2:
+            raise ValueError(f"TVLoss needs an image of at least 2x2 pixels, got {h}x{w}")
+        h_tv = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum()
+        w_tv = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum()
+        count_h = c * (h - 1) * w
+        count_w = c * h * (w - 1)
+        return self.tv_loss_weight * 2 * (h_tv / count_h + w_tv / count_w) / b
+
+
+def discriminator_loss(real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+    """The original D loss ``1 - mean D(real) + mean D(fake)`` (no BCE, no labels)."""
+    return 1 - real_out.mean() + fake_out.mean()
+
+
+# VGG16 ("D") conv trunk: channels of each 3x3 conv + ReLU, "M" = 2x2 max-pool. 31 modules, ending after pool5.
+_VGG16_TRUNK = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _vgg16_trunk() -> nn.Sequential:
+    """torchvision's ``vgg16().features`` layout (same parameter names ``N.weight``), without the big classifier."""
+    layers, channels = [], 3
+    for item in _VGG16_TRUNK:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            conv = nn.Conv2d(channels, item, kernel_size=3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # torchvision's VGG init
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU(inplace=True)]
+            channels = item
+    return nn.Sequential(*layers)
+
+
+def _load_trunk(state_dict: dict, source: str) -> nn.Sequential:
+    """The VGG16 trunk with weights from a whole vgg16 state_dict (``features.N.*``) or a trunk-only one (``N.*``)."""
+    features = _vgg16_trunk()
+    if any(k.startswith("features.") for k in state_dict):
+        state_dict = {k[len("features."):]: v for k, v in state_dict.items() if k.startswith("features.")}
+    try:
+        features.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(exc)
+        raise VGGWeightsError(f"{source} is not a torchvision vgg16 state_dict ({first})") from None
+    return features
+
+
+def _vgg16_features(vgg: Union[str, "os.PathLike[str]"]) -> nn.Module:
+    """VGG16 ``features[:31]`` with the requested weights: "imagenet", "random" or a path to a state_dict."""
+    if vgg == "random":
+        return _vgg16_trunk()
+    if vgg == "imagenet":
+        from torchvision.models import VGG16_Weights
+
+        weights = VGG16_Weights.IMAGENET1K_V1
+        try:  # torchvision's weights API: downloads once into torch.hub.get_dir()/checkpoints/
+            state_dict = weights.get_state_dict(progress=True, check_hash=True)
+        except (OSError, RuntimeError) as exc:
+            target = os.path.join(torch.hub.get_dir(), "checkpoints", VGG16_FILE)
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise VGGWeightsError(
+                f"cannot get the ImageNet VGG16 weights for the perceptual loss ({type(exc).__name__}: {detail}); "
+                f"download {weights.url} and put it at {target}, or pass --vgg_weights PATH to a vgg16 "
+                f"state_dict, or set the perceptual loss weight to 0") from None
+        return _load_trunk(state_dict, weights.url)
+    from checkpoint import CheckpointError, read_checkpoint
+
+    path = os.fspath(vgg)
+    try:
+        state_dict, _ = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise VGGWeightsError(f"--vgg_weights: {exc}") from None
+    return _load_trunk(state_dict, f"--vgg_weights {path}")
+
+
+class GeneratorLoss(nn.Module):
+    """``total = image_weight*MSE + adversarial_weight*(-mean D(G(z))) + perception_weight*VGG-MSE + tv_weight*TV``.
+
+    ``vgg``: "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded on first use), "random" (random init, for
+    tests only) or the path of a vgg16 state_dict. With ``perception_weight == 0`` no VGG is built at all.
+
+    ``forward(out_labels, out_images, target_images)`` returns ``(total, terms)``; ``terms`` maps "image",
+    "adversarial", "perception" and "tv" to the **unweighted** term values as detached 0-d tensors (call
+    ``.item()`` to log them).
+    """
+
+    def __init__(self, vgg: Union[str, "os.PathLike[str]"] = "imagenet", image_weight: float = 1.0,
+                 adversarial_weight: float = 1e-3, perception_weight: float = 6e-3, tv_weight: float = 2e-8):
+        super().__init__()
+        self.image_weight = image_weight
+        self.adversarial_weight = adversarial_weight
+        self.perception_weight = perception_weight
+        self.tv_weight = tv_weight
+        self.loss_network = None
+        if perception_weight != 0:
+            self.loss_network = _vgg16_features(vgg).eval()
+            for p in self.loss_network.parameters():
+                p.requires_grad_(False)
+        self.tv_loss = TVLoss()
+
+    def train(self, mode: bool = True) -> "GeneratorLoss":
+        super().train(mode)
+        if self.loss_network is not None:
+            self.loss_network.eval()  # the VGG stays frozen in eval mode
+        return self
+
+    def forward(self, out_labels: torch.Tensor, out_images: torch.Tensor,
+                target_images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        if out_images.shape != target_images.shape:
+            raise ValueError(f"SR output {tuple(out_images.shape)} and target {tuple(target_images.shape)} differ "
+                             f"in shape")
+        image_loss = F.mse_loss(out_images, target_images)
+        adversarial_loss = -out_labels.mean()
+        if self.loss_network is not None:
+            with torch.no_grad():
+                target_features = self.loss_network(target_images)
+            perception_loss = F.mse_loss(self.loss_network(out_images), target_features)
+        else:
+            perception_loss = image_loss.new_zeros(())
+        tv_loss = self.tv_loss(out_images)
+        total = (self.image_weight * image_loss + self.adversarial_weight * adversarial_loss
+                 + self.perception_weight * perception_loss + self.tv_weight * tv_loss)
+        terms = {"image": image_loss.detach(), "adversarial": adversarial_loss.detach(),
+                 "perception": perception_loss.detach(), "tv": tv_loss.detach()}
+        return total, terms

@@ -1,0 +1,399 @@
+"""All checkpoint I/O: atomic saving, reading original and project checkpoints, strict loading with clear errors.
+
+Formats read:
+- a plain state_dict, as the original iSeeBetter/RBPN scripts write it (``torch.save(net.state_dict())``), with or
+  without the ``module.`` prefix that DataParallel adds;
+- this project's format: ``{"format": "iseebetter-pytorch", "version": 1, "kind": "generator" | "discriminator" |
+  "training_state", "config": {...}, "state_dict": {...}, ...}`` (a training state also holds the discriminator
+  under ``"discriminator"``, the optimizers and the epoch);
+- a whole pickled ``nn.Module`` only with ``trust_pickle=True`` (unpickling can run arbitrary code).
+
+Unlike the original, nothing here ever continues with random weights: a missing file, a file that is not a
+checkpoint, or a checkpoint for another scale / nFrames / network is a ``CheckpointError`` naming the problem.
+
+Command line: ``python checkpoint.py info PATH`` prints what a checkpoint holds and the RBPN config it implies;
+``python checkpoint.py convert IN OUT [--plain] [--trust-pickle]`` rewrites it in the project format (or as a plain
+original-compatible state_dict).
+"""
+
+import argparse
+import os
+import pickle
+import tempfile
+from collections import OrderedDict
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from errors import UserError, run_cli
+
+FORMAT = "iseebetter-pytorch"
+VERSION = 1
+KINDS = ("generator", "discriminator", "training_state")
+
+# Projection kernel size -> scale factor (see base_networks.PROJECTION_PARAMS).
+_KERNEL_TO_SCALE = {6: 2, 8: 4, 12: 8}
+# Command-line options that set a config field, for error messages.
+_CONFIG_FLAGS = {"scale_factor": "--upscale_factor", "nFrames": "--nFrames"}
+
+StateDict = Dict[str, torch.Tensor]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, unreadable, or does not fit the model."""
+
+
+# ----------------------------------------------------------------------------------------------------------- saving
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: no half-written checkpoints."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def plain_state_dict(model: nn.Module) -> StateDict:
+    """The model's state_dict without any wrapper prefix, on the CPU."""
+    return OrderedDict((k, v.detach().cpu()) for k, v in unwrap_model(model).state_dict().items())
+
+
+def save_checkpoint(path: PathLike, kind: str, state_dict: Mapping[str, torch.Tensor],
+                    config: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+    """Write the project format. ``extra`` entries (plain Python values and tensors only) are stored alongside."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": dict(config or {}),
+           "state_dict": strip_prefix(state_dict)}
+    for key, value in (extra or {}).items():
+        if key in obj:
+            raise ValueError(f"extra key {key!r} clashes with a reserved checkpoint key")
+        obj[key] = value
+    atomic_torch_save(obj, path)
+
+
+def save_generator(path: PathLike, model: nn.Module, config: Optional[dict] = None,
+                   extra: Optional[dict] = None) -> None:
+    """Save a generator with its config (default: ``model.config``) in the project format."""
+    if config is None:
+        config = getattr(unwrap_model(model), "config", None)
+    save_checkpoint(path, "generator", plain_state_dict(model), config, extra)
+
+
+def save_discriminator(path: PathLike, model: nn.Module, extra: Optional[dict] = None) -> None:
+    save_checkpoint(path, "discriminator", plain_state_dict(model), {}, extra)
+
+
+def save_training_state(path: PathLike, generator: nn.Module, discriminator: Optional[nn.Module], config: dict,
+                        epoch: int, optimizer_g: Optional[torch.optim.Optimizer] = None,
+                        optimizer_d: Optional[torch.optim.Optimizer] = None, extra: Optional[dict] = None) -> None:
+    """Everything needed to resume: both networks, both optimizers, the epoch just finished, and ``extra``."""
+    state = {"epoch": int(epoch)}
+    if discriminator is not None:
+        state["discriminator"] = plain_state_dict(discriminator)
+    if optimizer_g is not None:
+        state["optimizer_g"] = optimizer_g.state_dict()
+    if optimizer_d is not None:
+        state["optimizer_d"] = optimizer_d.state_dict()
+    state.update(extra or {})
+    save_checkpoint(path, "training_state", plain_state_dict(generator), config, state)
+
+
+def save_plain_state_dict(path: PathLike, model: nn.Module) -> None:
+    """Write a bare state_dict (no ``module.`` prefix), loadable by the original iSeeBetter/RBPN scripts."""
+    atomic_torch_save(plain_state_dict(model), path)
+
+
+# ---------------------------------------------------------------------------------------------------------- reading
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Remove a ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix shared by all keys."""
+    sd = OrderedDict(state_dict)
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = OrderedDict((k[len(prefix):], v) for k, v in sd.items())
+    return sd
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def read_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tuple[StateDict, Optional[dict]]:
+    """Read a checkpoint file: ``(state_dict without wrapper prefix, meta)``.
+
+    ``meta`` is None for a plain state_dict, else the project-format dict without its ``state_dict``.
+    Loads with ``weights_only=True``; a file holding pickled objects (e.g. a whole model) is refused unless
+    ``trust_pickle`` is set.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        where = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {where}; pass the path of a .pth file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (unpickling failed: {exc})") from None
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{path} contains pickled Python objects (for example a whole saved model), which are not loaded "
+                f"because unpickling can run code; if you trust the file, convert it once with "
+                f"`python checkpoint.py convert {path} OUT.pth --trust-pickle`") from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # any unpickling failure: the message says what it was
+            raise CheckpointError(f"{path} could not be unpickled: {type(exc2).__name__}: {exc2}") from None
+    except Exception as exc:  # EOFError, zip errors, bad magic number, KeyError on text files, ...
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint or is truncated/corrupt ({detail})") from None
+
+    if isinstance(obj, nn.Module):
+        return plain_state_dict(obj), None
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        version = obj.get("version")
+        if version != VERSION:
+            raise CheckpointError(f"{path} is format version {version}; this code reads version {VERSION}")
+        if obj.get("kind") not in KINDS or not _is_state_dict(obj.get("state_dict")):
+            raise CheckpointError(f"{path} is a damaged {FORMAT} checkpoint (no valid kind/state_dict)")
+        meta = {k: v for k, v in obj.items() if k != "state_dict"}
+        return strip_prefix(obj["state_dict"]), meta
+    if _is_state_dict(obj):
+        return strip_prefix(obj), None
+    if isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
+        # Common third-party layout {"state_dict": ..., "epoch": ...}.
+        return strip_prefix(obj["state_dict"]), {k: v for k, v in obj.items() if k != "state_dict"}
+    raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a model state_dict")
+
+
+def read_training_state(path: PathLike) -> dict:
+    """The full dict of a ``training_state`` checkpoint (``state_dict``, ``discriminator``, optimizers, epoch...)."""
+    sd, meta = read_checkpoint(path)
+    if meta is None or meta.get("kind") != "training_state":
+        kind = "a plain state_dict" if meta is None else f"a {meta.get('kind')} checkpoint"
+        raise CheckpointError(f"{os.fspath(path)} is {kind}, not a training state; resume needs a file written "
+                              f"by the trainer's training-state save")
+    return dict(meta, state_dict=sd)
+
+
+# ------------------------------------------------------------------------------------------------- RBPN config
+
+
+def infer_rbpn_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """The RBPN constructor arguments a state_dict was made with, derived from its parameter shapes."""
+    sd = strip_prefix(state_dict)
+    needed = ("feat0.conv.weight", "DBPN.feat1.conv.weight", "DBPN.output.conv.weight",
+              "DBPN.up1.up_conv1.deconv.weight", "output.conv.weight")
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise CheckpointError(f"not an RBPN generator state_dict (no {missing[0]})")
+    feat0 = sd["feat0.conv.weight"].shape
+    feat = sd["DBPN.feat1.conv.weight"].shape[0]
+    kernel = sd["DBPN.up1.up_conv1.deconv.weight"].shape[-1]
+    if kernel not in _KERNEL_TO_SCALE:
+        raise CheckpointError(f"RBPN state_dict with projection kernel {kernel}, which matches no supported scale")
+    n_resblock = 0
+    while f"res_feat1.{n_resblock}.conv1.weight" in sd:
+        n_resblock += 1
+    return dict(num_channels=int(feat0[1]), base_filter=int(feat0[0]), feat=int(feat),
+                num_stages=int(sd["DBPN.output.conv.weight"].shape[1] // feat), n_resblock=n_resblock,
+                nFrames=int(sd["output.conv.weight"].shape[1] // feat + 1), scale_factor=_KERNEL_TO_SCALE[kernel])
+
+
+def _config_evidence(sd: StateDict, field: str) -> str:
+    key = {"scale_factor": "DBPN.up1.up_conv1.deconv.weight", "nFrames": "output.conv.weight",
+           "base_filter": "feat0.conv.weight", "num_channels": "feat0.conv.weight", "feat": "DBPN.feat1.conv.weight",
+           "num_stages": "DBPN.output.conv.weight"}.get(field)
+    if key is None or key not in sd:
+        return ""
+    return f" ({key} has shape {list(sd[key].shape)})"
+
+
+def _describe_config_mismatch(label: str, sd: StateDict, ckpt: dict, model: dict) -> Optional[str]:
+    diffs = [f for f in ("scale_factor", "nFrames", "num_channels", "base_filter", "feat", "num_stages", "n_resblock")
+             if f in model and ckpt.get(f) != model.get(f)]
+    if not diffs:
+        return None
+    parts = []
+    for f in diffs:
+        if f == "scale_factor":
+            parts.append(f"is for scale {ckpt[f]}{_config_evidence(sd, f)} but the model is x{model[f]}")
+        else:
+            parts.append(f"has {f}={ckpt[f]}{_config_evidence(sd, f)} but the model has {f}={model[f]}")
+    flags = [f"{_CONFIG_FLAGS[f]} {ckpt[f]}" for f in diffs if f in _CONFIG_FLAGS]
+    hint = f" — pass {' '.join(flags)}" if flags and len(flags) == len(diffs) else \
+        f" — build the model with {', '.join(f'{f}={ckpt[f]}' for f in diffs)}"
+    return f"checkpoint {label} " + "; ".join(parts) + hint
+
+
+def _describe_key_mismatch(label: str, sd: StateDict, expected: StateDict, what: str) -> str:
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if "feat0.conv.weight" in sd and what == "discriminator":
+        return f"checkpoint {label} is an RBPN generator, not a discriminator"
+    if "net.0.weight" in sd and "feat0.conv.weight" not in sd and what == "generator":
+        return f"checkpoint {label} looks like an SRGAN discriminator (keys net.*), not a generator"
+    bits = []
+    if missing:
+        bits.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        bits.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        k = shapes[0]
+        bits.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint {list(sd[k].shape)}, "
+                    f"model {list(expected[k].shape)})")
+    return f"checkpoint {label} does not fit the {what}: " + "; ".join(bits)
+
+
+# ---------------------------------------------------------------------------------------------------------- loading
+
+
+def load_into(model: nn.Module, source: Union[PathLike, Mapping[str, torch.Tensor]], what: str = "generator",
+              trust_pickle: bool = False) -> Optional[dict]:
+    """Load a checkpoint (path or state_dict) into ``model`` strictly; returns the checkpoint's meta (or None).
+
+    Works whatever the ``module.`` prefixes of checkpoint and model (the model may be wrapped in
+    DataParallel/DDP). A checkpoint of the wrong kind, scale, nFrames or size raises ``CheckpointError``.
+    ``what`` ("generator" or "discriminator") picks the network from a training-state file and is used in messages.
+    """
+    if isinstance(source, Mapping):
+        label, meta, sd = "(given state_dict)", None, strip_prefix(source)
+    else:
+        label = os.fspath(source)
+        sd, meta = read_checkpoint(label, trust_pickle=trust_pickle)
+    if meta is not None and meta.get("format") == FORMAT:
+        kind = meta.get("kind")
+        if kind == "training_state" and what == "discriminator":
+            if not _is_state_dict(meta.get("discriminator")):
+                raise CheckpointError(f"training state {label} holds no discriminator")
+            sd = strip_prefix(meta["discriminator"])
+        elif kind in ("generator", "discriminator") and kind != what:
+            raise CheckpointError(f"checkpoint {label} is a {kind}, but a {what} was expected")
+
+    target = unwrap_model(model)
+    expected = target.state_dict()
+    model_config = getattr(target, "config", None)
+    if isinstance(model_config, dict) and "nFrames" in model_config and "feat0.conv.weight" in sd:
+        try:
+            message = _describe_config_mismatch(label, sd, infer_rbpn_config(sd), model_config)
+        except CheckpointError:
+            message = None
+        if message:
+            raise CheckpointError(message)
+    if set(sd) != set(expected) or any(tuple(sd[k].shape) != tuple(v.shape) for k, v in expected.items()):
+        raise CheckpointError(_describe_key_mismatch(label, sd, expected, what))
+    target.load_state_dict(sd, strict=True)
+    return meta
+
+
+def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
+                    expect: Optional[dict] = None) -> Tuple[nn.Module, dict]:
+    """Build an RBPN ``Net`` that fits the checkpoint at ``path`` and load it; returns ``(net, config)``.
+
+    The config comes from the checkpoint (its stored config, or inferred from the parameter shapes of an original
+    state_dict), so original checkpoints need no flags. ``fallback_config`` only fills fields the checkpoint does
+    not determine. ``expect`` lists fields the caller insists on (e.g. ``{"scale_factor": 4}`` from
+    ``--upscale_factor``); a checkpoint that disagrees raises ``CheckpointError`` naming the flag to change.
+    """
+    from rbpn import DEFAULT_CONFIG, Net
+
+    label = os.fspath(path)
+    sd, meta = read_checkpoint(label)
+    if meta is not None and meta.get("kind") == "discriminator":
+        raise CheckpointError(f"checkpoint {label} is a discriminator, but a generator was expected")
+    config = dict(DEFAULT_CONFIG)
+    config.update(fallback_config or {})
+    config.update(infer_rbpn_config(sd))
+    for field, wanted in (expect or {}).items():
+        if config.get(field) != wanted:
+            flag = _CONFIG_FLAGS.get(field)
+            hint = f" — pass {flag} {config.get(field)}, or a checkpoint made for {wanted}" if flag else ""
+            name = "scale" if field == "scale_factor" else field
+            raise CheckpointError(f"checkpoint {label} is for {name}={config.get(field)}"
+                                  f"{_config_evidence(sd, field)} but {wanted} was requested{hint}")
+    try:
+        net = Net(**config)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {label} implies an unsupported RBPN config {config}: {exc}") from None
+    load_into(net, sd, what="generator")
+    return net, config
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+
+
+def _info(path: str) -> None:
+    sd, meta = read_checkpoint(path)
+    n_params = sum(v.numel() for k, v in sd.items() if v.is_floating_point() and "running_" not in k)
+    print(f"{path}: {len(sd)} tensors, {n_params:,} values")
+    print(f"format: {'plain state_dict (original)' if meta is None else meta.get('format', 'dict')}"
+          + (f", kind {meta.get('kind')}" if meta else ""))
+    if meta and meta.get("config"):
+        print(f"stored config: {meta['config']}")
+    if "feat0.conv.weight" in sd:
+        print(f"RBPN config from shapes: {infer_rbpn_config(sd)}")
+    elif "net.0.weight" in sd:
+        print("SRGAN discriminator")
+
+
+def _convert(src: str, dst: str, plain: bool, trust_pickle: bool) -> None:
+    sd, meta = read_checkpoint(src, trust_pickle=trust_pickle)
+    if plain:
+        atomic_torch_save(sd, dst)
+    elif "feat0.conv.weight" in sd:
+        save_checkpoint(dst, "generator", sd, infer_rbpn_config(sd))
+    elif "net.0.weight" in sd:
+        save_checkpoint(dst, "discriminator", sd, {})
+    else:
+        raise CheckpointError(f"{src} is neither an RBPN generator nor an SRGAN discriminator; use --plain")
+    print(f"wrote {dst}")
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description="Inspect or convert iSeeBetter/RBPN checkpoints.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="print what a checkpoint holds and the RBPN config it implies")
+    p_info.add_argument("path")
+    p_conv = sub.add_parser("convert", help="rewrite a checkpoint in the project format (or plain with --plain)")
+    p_conv.add_argument("src")
+    p_conv.add_argument("dst")
+    p_conv.add_argument("--plain", action="store_true", help="write a bare state_dict (original-compatible)")
+    p_conv.add_argument("--trust-pickle", action="store_true",
+                        help="allow unpickling a whole saved model (only for files you trust)")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        _info(args.path)
+    else:
+        _convert(args.src, args.dst, args.plain, args.trust_pickle)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
