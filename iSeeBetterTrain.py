@@ -1,0 +1,415 @@
+"""Train iSeeBetter: RBPN generator + SRGAN discriminator with the four-fold loss (or a pixel loss for pre-training).
+
+Keeps the original's options and defaults; boolean options take ``--x``/``--no-x`` (and the original ``--x False``).
+Resumable (``--resume``), seeded, multi-GPU / multi-node with ``torchrun`` (DDP), mixed precision, activation
+checkpointing, per-epoch validation (Y-PSNR/SSIM) with the best generator kept. See the README's training section.
+
+    python iSeeBetterTrain.py --data_dir vimeo_septuplet/sequences --file_list sep_trainlist.txt \\
+        --pretrained --pretrained_sr RBPN_4x.pth --nEpochs 4
+    torchrun --nproc_per_node=4 iSeeBetterTrain.py ... --precision bf16
+"""
+
+import argparse
+import json
+import os
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+import logger
+import training
+from errors import UserError, run_cli
+
+TRUE_WORDS = ("1", "true", "yes", "y", "on")
+FALSE_WORDS = ("0", "false", "no", "n", "off")
+
+
+def str2bool(text: str) -> bool:
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
+
+
+def add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+    """``--name`` (or the original's ``--name True/False``) and ``--no-name``."""
+    dest = name.replace("-", "_")
+    parser.add_argument(f"--{name}", dest=dest, nargs="?", const=True, default=default, type=str2bool,
+                        metavar="BOOL", help=f"{help} (default: {default}; --no-{name} to switch off)")
+    parser.add_argument(f"--no-{name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train iSeeBetter (RBPN + SRGAN discriminator).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("original options")
+    g.add_argument("--upscale_factor", type=int, default=4, choices=(2, 4, 8), help="super resolution upscale factor")
+    g.add_argument("--batchSize", type=int, default=2, help="training batch size (per process under torchrun)")
+    g.add_argument("--testBatchSize", type=int, default=1, help="validation batch size")
+    g.add_argument("--start_epoch", type=int, default=1, help="number of the first epoch (ignored with --resume)")
+    g.add_argument("--nEpochs", type=int, default=150, help="number of the last epoch")
+    g.add_argument("--snapshots", type=int, default=1, help="save checkpoints every N epochs (and after the last)")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of G and D")
+    add_bool(g, "gpu_mode", True, "use CUDA when available")
+    g.add_argument("--threads", type=int, default=8, help="DataLoader worker processes")
+    g.add_argument("--seed", type=int, default=123, help="random seed (weights init, sampling, augmentation)")
+    g.add_argument("--gpus", type=int, default=8, help="GPUs for --useDataParallel (use torchrun for DDP instead)")
+    g.add_argument("--data_dir", default="./vimeo_septuplet/sequences", help="training data folder")
+    g.add_argument("--file_list", default="sep_trainlist.txt", help="training list, relative to --data_dir")
+    add_bool(g, "other_dataset", False, "--file_list lists frame paths instead of Vimeo-90K septuplet folders")
+    add_bool(g, "future_frame", True, "use future frames as neighbours")
+    g.add_argument("--nFrames", type=int, default=7, help="frames per sample (target + neighbours)")
+    g.add_argument("--patch_size", type=int, default=64, help="LR patch size, 0 = whole frames")
+    add_bool(g, "data_augmentation", True, "random flips / rotation")
+    g.add_argument("--model_type", default="RBPN", choices=("RBPN",), help="generator architecture")
+    add_bool(g, "residual", False, "add the bicubic-upscaled input to G's output")
+    g.add_argument("--pretrained_sr", default="RBPN_4x.pth",
+                   help="generator weights for --pretrained (a path, or a name inside --save_folder)")
+    g.add_argument("--pretrained", action="store_true", help="start G from --pretrained_sr")
+    g.add_argument("--save_folder", default="weights/", help="where checkpoints and logs are written")
+    g.add_argument("--prefix", default="F7", help="free-form run tag, recorded in the logs and training state")
+    g.add_argument("--APITLoss", action="store_true", help="four-fold GAN loss (same as --loss gan, the default)")
+    g.add_argument("--useDataParallel", action="store_true", help="single-process DataParallel over --gpus GPUs")
+    g.add_argument("-v", "--debug", action="store_true", help="Print debug spew.")
+
+    g = p.add_argument_group("loss")
+    g.add_argument("--loss", choices=("gan", "l1", "mse"), default=None,
+                   help="gan: D + four-fold G loss (default); l1/mse: pixel loss only, no D (pre-training)")
+    g.add_argument("--mse_weight", type=float, default=1.0, help="weight of the MSE image term")
+    g.add_argument("--adv_weight", type=float, default=1e-3, help="weight of the adversarial term")
+    g.add_argument("--perceptual_weight", type=float, default=6e-3, help="weight of the VGG16 term (0: no VGG)")
+    g.add_argument("--tv_weight", type=float, default=2e-8, help="weight of the total-variation term")
+    g.add_argument("--vgg_weights", default=None, help="VGG16 weights file (default: torchvision ImageNet weights)")
+    g.add_argument("--vgg", choices=("imagenet", "random"), default="imagenet",
+                   help="'random' = untrained VGG, for tests only")
+
+    g = p.add_argument_group("model size (recorded in the checkpoints)")
+    g.add_argument("--base_filter", type=int, default=256)
+    g.add_argument("--feat", type=int, default=64)
+    g.add_argument("--num_stages", type=int, default=3)
+    g.add_argument("--n_resblock", type=int, default=5)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--degradation", choices=("pil", "matlab"), default="pil", help="HR -> LR downscaling")
+    g.add_argument("--flow_cache", default=None, help="folder caching optical flows between runs")
+    g.add_argument("--flow_threads", type=int, default=0, help="threads for optical flow per sample (0: auto)")
+
+    g = p.add_argument_group("validation")
+    g.add_argument("--eval_dir", default=None, help="evaluation data folder (or a video / frame folder)")
+    g.add_argument("--eval_file_list", default=None, help="evaluation list inside --eval_dir (frame paths)")
+    g.add_argument("--eval_every", type=int, default=1, help="validate every N epochs")
+    g.add_argument("--eval_max_frames", type=int, default=0, help="frames to evaluate, 0 = all")
+    g.add_argument("--eval_degradation", choices=("pil", "matlab"), default="matlab",
+                   help="HR -> LR downscaling of the evaluation frames")
+
+    g = p.add_argument_group("run control")
+    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="PATH",
+                   help="continue from a training state (without PATH: the newest in --save_folder)")
+    g.add_argument("--keep_last", type=int, default=2, help="training states to keep, 0 = all")
+    g.add_argument("--lr_step", type=float, default=0,
+                   help="divide G's lr after epochs where (epoch+1) %% lr_step == 0 (0: nEpochs/2, as the original)")
+    g.add_argument("--lr_gamma", type=float, default=0.1, help="lr decay factor")
+    g.add_argument("--lr_decay_d", action="store_true", help="decay D's lr too (the original never does)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    g.add_argument("--grad_checkpoint", action="store_true", help="activation checkpointing in G (less memory)")
+    add_bool(g, "channels_last", True, "NHWC memory format for G, D and the batches (faster convolutions)")
+    g.add_argument("--log_dir", default=None, help="logs, metrics and curves (default: --save_folder)")
+    add_bool(g, "progress", True, "show the tqdm progress bar")
+    g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cut each epoch after N steps (smoke tests)")
+    g.add_argument("--dist_backend", default=None, choices=("nccl", "gloo"), help="torchrun backend (default: auto)")
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.loss is None:
+        args.loss = "gan"
+    elif args.APITLoss and args.loss != "gan":
+        raise UserError(f"--APITLoss selects the GAN loss but --loss {args.loss} was given; use one of them")
+    positive = ("batchSize", "testBatchSize", "nEpochs", "snapshots", "nFrames", "eval_every")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.nFrames < 2:
+        raise UserError("--nFrames must be at least 2 (the target frame and one neighbour)")
+    if args.patch_size < 0 or args.threads < 0 or args.lr <= 0:
+        raise UserError("--patch_size and --threads must be >= 0 and --lr > 0")
+    if args.start_epoch < 1 or args.start_epoch > args.nEpochs:
+        raise UserError(f"--start_epoch must be between 1 and --nEpochs ({args.nEpochs}), got {args.start_epoch}")
+    return args
+
+
+def model_config(args: argparse.Namespace) -> Dict:
+    return dict(num_channels=3, base_filter=args.base_filter, feat=args.feat, num_stages=args.num_stages,
+                n_resblock=args.n_resblock, nFrames=args.nFrames, scale_factor=args.upscale_factor)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_pretrained(args: argparse.Namespace) -> str:
+    """The original loads ``save_folder + pretrained_sr``; also accept a plain path."""
+    for path in (args.pretrained_sr, os.path.join(args.save_folder, args.pretrained_sr)):
+        if os.path.isfile(path):
+            return path
+    raise UserError(f"--pretrained: {args.pretrained_sr!r} not found (nor in --save_folder {args.save_folder!r}); "
+                    "download RBPN_4x.pth (see weights/README) or pass the file with --pretrained_sr PATH")
+
+
+def build_criterion(args: argparse.Namespace):
+    from SRGAN.loss import GeneratorLoss
+
+    if args.perceptual_weight == 0:
+        vgg = "random"  # not built: no VGG is needed without the perceptual term
+    elif args.vgg_weights:
+        if not os.path.isfile(args.vgg_weights):
+            raise UserError(f"--vgg_weights: {args.vgg_weights!r} does not exist")
+        vgg = args.vgg_weights
+    else:
+        vgg = args.vgg
+    return GeneratorLoss(vgg=vgg, image_weight=args.mse_weight, adversarial_weight=args.adv_weight,
+                         perception_weight=args.perceptual_weight, tv_weight=args.tv_weight)
+
+
+def check_data_dir(args: argparse.Namespace) -> None:
+    """A missing dataset is a one-line error that says how to get one."""
+    import data
+
+    list_path = os.path.join(args.data_dir, args.file_list)
+    if os.path.isfile(list_path) or (os.path.exists(args.data_dir) and data.uses_video_folder(args.data_dir,
+                                                                                             args.file_list)):
+        return
+    raise UserError(f"training data not found: neither {list_path!r} nor videos / frame folders in "
+                    f"{args.data_dir!r}. Fetch a dataset with `python DatasetFetcher.py` (or build a small one with "
+                    "`python DatasetFetcher.py --sample`), or point --data_dir at your own videos")
+
+
+def build_train_set(args: argparse.Namespace):
+    import data
+
+    return data.get_training_set(
+        args.data_dir, args.nFrames, args.upscale_factor, args.data_augmentation, args.file_list,
+        args.other_dataset, args.patch_size, args.future_frame, degradation=args.degradation,
+        flow_cache=args.flow_cache, flow_threads=args.flow_threads,
+    )
+
+
+def build_eval_set(args: argparse.Namespace, config: Dict):
+    """Whole-frame evaluation set: a frame list (``--eval_file_list``) or a video / frame folder, no augmentation.
+
+    With ``--eval_max_frames N`` only N evenly spaced samples are kept.
+    """
+    import data
+    import dataset
+
+    if not args.eval_dir:
+        return None
+    if not os.path.exists(args.eval_dir):
+        raise UserError(f"--eval_dir {args.eval_dir!r} does not exist")
+    common = dict(degradation=args.eval_degradation, flow_cache=args.flow_cache, flow_threads=args.flow_threads)
+    if args.eval_file_list:
+        eval_set = data.get_test_set(args.eval_dir, config["nFrames"], config["scale_factor"], args.eval_file_list,
+                                     True, args.future_frame, **common)
+    else:
+        eval_set = dataset.VideoFolderDataset(args.eval_dir, config["nFrames"], config["scale_factor"], False, 0,
+                                              args.future_frame, training=False, **common)
+    if args.eval_max_frames and len(eval_set) > args.eval_max_frames:
+        n = args.eval_max_frames
+        step = len(eval_set) / n
+        eval_set = torch.utils.data.Subset(eval_set, [int(i * step + step / 2) for i in range(n)])
+    return eval_set
+
+
+def wrap_parallel(model: nn.Module, args: argparse.Namespace, dist: training.DistInfo) -> nn.Module:
+    if dist.distributed:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if args.useDataParallel and dist.device.type == "cuda" and torch.cuda.device_count() > 1:
+        return nn.DataParallel(model, device_ids=list(range(min(args.gpus, torch.cuda.device_count()))))
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def save_checkpoints(trainer: training.Trainer, args, config: Dict, epoch: int, best: Dict) -> str:
+    """Write netG/netD (plain state_dicts, the original's names) then the full training state; prune old states."""
+    import checkpoint
+
+    scale = config["scale_factor"]
+    folder = args.save_folder
+    netG = training.unwrap(trainer.netG)
+    checkpoint.save_plain_state_dict(training.generator_path(folder, scale, epoch), netG)
+    if trainer.netD is not None:
+        netD = training.unwrap(trainer.netD)
+        checkpoint.save_plain_state_dict(training.discriminator_path(folder, scale, epoch), netD)
+    path = training.state_path(folder, scale, epoch)
+    trainer.save_state(path, config, epoch, extra=dict(args=vars(args), best=best, rng=training.rng_states()))
+    training.prune_states(folder, scale, args.keep_last)
+    return path
+
+
+def lr_decay_due(epoch: int, args: argparse.Namespace) -> bool:
+    step = args.lr_step if args.lr_step > 0 else args.nEpochs / 2
+    return (epoch + 1) % step == 0
+
+
+def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
+    import checkpoint
+    import rbpn
+
+    main = dist.is_main
+    state = None
+    if args.resume:
+        path = args.resume
+        if path == "auto":
+            path = training.find_latest_state(args.save_folder, args.upscale_factor)
+        state = training.read_training_state(path)
+    config = dict(state["config"]) if state else model_config(args)
+    if state and "residual" in (state.get("args") or {}):
+        args.residual = bool(state["args"]["residual"])  # a resumed run keeps its generator's output mode
+    if state and config != model_config(args) and main:
+        logger.warning(f"--resume: using the checkpoint's model configuration {config}")
+    scale = config["scale_factor"]
+    check_data_dir(args)  # before anything is built or written
+    log_dir = args.log_dir or args.save_folder
+    if main:
+        os.makedirs(args.save_folder, exist_ok=True)
+    run_log = logger.RunLogger(log_dir, enabled=main, resume_epoch=state["epoch"] if state else None)
+    try:
+        if main:
+            logger.info(f"iSeeBetterTrain run {args.prefix!r}, options: {json.dumps(vars(args), sort_keys=True)}")
+            logger.info(f"device {dist.device}, world size {dist.world_size}, precision {args.precision}, "
+                        f"loss {args.loss}")
+
+        # Models (weights initialised from the seed, so every rank builds the same ones).
+        training.seed_everything(args.seed)
+        netG = rbpn.Net(**config)
+        if args.grad_checkpoint:
+            netG.set_grad_checkpointing(True)
+        if args.pretrained and not state:
+            source = resolve_pretrained(args)
+            _, meta = checkpoint.read_checkpoint(source)
+            checkpoint.load_into(netG, source, what="generator")
+            if main:
+                logger.info(f"loaded pretrained generator {source}")
+            if meta is not None and meta.get("residual") and not args.residual:
+                args.residual = True
+                if main:
+                    logger.info(f"{source} was trained with --residual: this run uses --residual too")
+        netD = None
+        criterion = None
+        if args.loss == "gan":
+            from SRGAN.model import Discriminator
+
+            netD = Discriminator()
+            criterion = build_criterion(args).to(dist.device)
+        if main:
+            logger.info(f"generator parameters: {count_parameters(netG):,} {config}")
+            if netD is not None:
+                logger.info(f"discriminator parameters: {count_parameters(netD):,}")
+            logger.debug(str(netG))
+        layout = torch.channels_last if args.channels_last else torch.contiguous_format
+        netG = wrap_parallel(netG.to(dist.device, memory_format=layout), args, dist)
+        if netD is not None:
+            netD = wrap_parallel(netD.to(dist.device, memory_format=layout), args, dist)
+        trainer = training.Trainer(netG, netD, criterion, args.loss, args.lr, dist, args.precision, args.residual,
+                                   args.channels_last)
+
+        start_epoch, best = args.start_epoch, {}
+        if state:
+            trainer.load_state(state)
+            training.set_rng_states(state["rng"])
+            start_epoch, best = state["epoch"] + 1, dict(state.get("best") or {})
+            if main:
+                lr = trainer.optG.param_groups[0]["lr"]
+                logger.info(f"resumed from {path} (epoch {state['epoch']}, G lr {lr:g})")
+        if start_epoch > args.nEpochs:
+            if main:
+                logger.info(f"nothing to do: the checkpoint is at epoch {start_epoch - 1}, --nEpochs {args.nEpochs}")
+            return 0
+
+        train_set = build_train_set(args)
+        loader = training.make_train_loader(train_set, args.batchSize, args.threads, dist, args.seed)
+        eval_set = build_eval_set(args, config) if main else None
+        eval_loader = None
+        if eval_set is not None:
+            eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.testBatchSize, shuffle=False,
+                                                      num_workers=min(args.threads, 2))
+        if main:
+            logger.info(f"training samples: {len(train_set)}, batches per epoch: {len(loader)}")
+            if eval_set is None:
+                logger.info("no --eval_dir: validation skipped, no best checkpoint is kept")
+            else:
+                logger.info(f"evaluation samples: {len(eval_set)}")
+
+        last_saved = None
+        for epoch in range(start_epoch, args.nEpochs + 1):
+            training.set_loader_epoch(loader, args.seed, epoch, dist)
+            lr = trainer.optG.param_groups[0]["lr"]
+            averages = trainer.train_epoch(loader, epoch, show_progress=args.progress,
+                                           max_steps=args.max_steps_per_epoch)
+            record = {"epoch": epoch, "lr": lr, **averages}
+            if lr_decay_due(epoch, args):
+                new_lr = trainer.decay_lr(args.lr_gamma, include_d=args.lr_decay_d)
+                if main:
+                    logger.info(f"learning rate decayed to {new_lr:g}")
+            if eval_loader is not None and (epoch % args.eval_every == 0 or epoch == args.nEpochs):
+                record.update(training.validate(training.unwrap(netG), eval_loader, dist.device, scale,
+                                                args.precision, args.residual, args.eval_max_frames,
+                                                args.channels_last))
+            save_due = epoch % args.snapshots == 0 or epoch == args.nEpochs
+            if main:
+                if "val_psnr" in record and record["val_psnr"] > best.get("val_psnr", float("-inf")):
+                    best = {"epoch": epoch, "val_psnr": record["val_psnr"], "val_ssim": record.get("val_ssim")}
+                    checkpoint.save_generator(training.best_path(args.save_folder, scale), training.unwrap(netG),
+                                              config, extra=dict(best, residual=args.residual))
+                if save_due:
+                    last_saved = save_checkpoints(trainer, args, config, epoch, best)
+                run_log.log_epoch(record)
+                logger.info(epoch_line(record, last_saved if save_due else None))
+            training.barrier(dist)
+        if main:
+            if best:
+                logger.info(f"best: epoch {best['epoch']}, Y-PSNR {best['val_psnr']:.3f} dB -> "
+                            f"{training.best_path(args.save_folder, scale)}")
+            logger.info(f"done; logs in {log_dir}")
+        return 0
+    finally:
+        run_log.close()
+
+
+def epoch_line(record: Dict, saved: Optional[str]) -> str:
+    parts = [f"epoch {record['epoch']}"]
+    for key, label in (("g_loss", "G"), ("d_loss", "D"), ("d_x", "D(x)"), ("d_g_z", "D(G(z))")):
+        if key in record:
+            parts.append(f"{label} {record[key]:.4f}")
+    if "val_psnr" in record:
+        parts.append(f"val Y-PSNR {record['val_psnr']:.3f} dB SSIM {record['val_ssim']:.4f}")
+    parts.append(f"{record['samples_per_s']:.2f} samples/s")
+    if saved:
+        parts.append(f"saved {saved}")
+    return ", ".join(parts)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logger.initLogger(args.debug)
+    dist = training.setup_distributed(args.gpu_mode, args.dist_backend)
+    if args.precision == "fp16" and dist.device.type == "cpu":
+        logger.warning("fp16 autocast on CPU runs without a GradScaler; bf16 is the safer CPU choice")
+    try:
+        return train(args, dist)
+    finally:
+        training.cleanup_distributed()
+
+
+if __name__ == "__main__":
+    run_cli(main)

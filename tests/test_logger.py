@@ -1,0 +1,61 @@
+"""logger.py: the original's functions and RunLogger's CSV/JSONL/curves, including resume truncation."""
+
+import csv
+import json
+import logging
+
+import pytest
+
+import logger
+
+
+def test_original_functions(capsys):
+    log = logger.initLogger(False)
+    logger.info("hello info")
+    logger.debug("hidden debug")
+    assert log.level == logging.INFO
+    err = capsys.readouterr().err
+    assert "[    INFO] hello info" in err and "hidden debug" not in err
+    logger.initLogger(True)
+    logger.debug("shown debug")
+    assert "test_logger.py" in capsys.readouterr().err  # debug format names file:line:func()
+    with pytest.raises(SystemExit) as exc:
+        logger.errorOut("fatal", ValueError("boom"))
+    assert exc.value.code == 1
+    logger.initLogger(False)
+
+
+def test_run_logger_writes_csv_jsonl_and_curves(tmp_path):
+    run = logger.RunLogger(str(tmp_path), tensorboard=False)
+    logger.info("a line for the file")
+    run.log_epoch({"epoch": 1, "g_loss": 0.5, "d_loss": 1.0})
+    run.log_epoch({"epoch": 2, "g_loss": 0.4, "d_loss": 0.9, "val_psnr": 25.0, "val_ssim": 0.7})
+    run.close()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["val_psnr"] == "" and float(rows[1]["val_psnr"]) == 25.0  # a column added later
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[1]["g_loss"] == 0.4
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "a line for the file" in (tmp_path / "train.log").read_text()
+
+
+def test_run_logger_resume_drops_epochs_after_the_checkpoint(tmp_path):
+    run = logger.RunLogger(str(tmp_path), tensorboard=False, plot=False)
+    for e in (1, 2, 3):
+        run.log_epoch({"epoch": e, "g_loss": 1.0 / e})
+    run.close()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 4, "g_lo')  # a line cut by a kill
+    run = logger.RunLogger(str(tmp_path), resume_epoch=2, tensorboard=False, plot=False)
+    run.log_epoch({"epoch": 3, "g_loss": 0.3})
+    run.close()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["g_loss"]) for r in records] == [(1, 1.0), (2, 0.5), (3, 0.3)]
+
+
+def test_disabled_run_logger_writes_nothing(tmp_path):
+    run = logger.RunLogger(str(tmp_path / "x"), enabled=False)
+    run.log_epoch({"epoch": 1, "g_loss": 1.0})
+    run.close()
+    assert not (tmp_path / "x").exists()

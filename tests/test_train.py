@@ -1,0 +1,333 @@
+"""iSeeBetterTrain.py / training.py: end-to-end runs on tiny configs, resume equivalence, DDP, NaN stop, options."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import iSeeBetterTrain
+import training
+from errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A tiny generator (TINY_NET sizes) on 8x8 LR patches; everything else as the real command line.
+TINY_ARGS = ["--nFrames", "3", "--base_filter", "8", "--feat", "8", "--n_resblock", "1", "--patch_size", "8",
+             "--batchSize", "3", "--threads", "0", "--vgg", "random", "--no-progress"]
+
+CONSTANT_FLOWS = """
+import numpy as np
+import dataset
+dataset.compute_flows = lambda centre, nbs, threads=0: [np.full((2,) + centre.shape[:2], 0.5, np.float32)
+                                                        for _ in nbs]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and OpenMP spinning makes them many times slower on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def constant_flows(monkeypatch):
+    """Skip optical flow (constant 0.5 px) in tests of the training loop itself; the end-to-end test uses pyflow."""
+    import dataset
+
+    def flows(centre, neighbours, threads=0):
+        return [np.full((2,) + centre.shape[:2], 0.5, np.float32) for _ in neighbours]
+
+    monkeypatch.setattr(dataset, "compute_flows", flows)
+
+
+def run(args):
+    return iSeeBetterTrain.main([str(a) for a in TINY_ARGS + list(args)])
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Option parsing
+
+
+def test_defaults_match_the_original():
+    a = iSeeBetterTrain.parse_args([])
+    assert (a.upscale_factor, a.batchSize, a.start_epoch, a.nEpochs, a.snapshots, a.lr) == (4, 2, 1, 150, 1, 1e-4)
+    assert (a.threads, a.seed, a.nFrames, a.patch_size, a.save_folder) == (8, 123, 7, 64, "weights/")
+    assert (a.data_dir, a.file_list, a.pretrained_sr) == ("./vimeo_septuplet/sequences", "sep_trainlist.txt",
+                                                          "RBPN_4x.pth")
+    assert a.gpu_mode and a.future_frame and a.data_augmentation and not a.other_dataset and not a.residual
+    assert a.loss == "gan" and a.precision == "fp32" and a.resume is None
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--future_frame", "False"], False),  # the original's type=bool turned "False" into True
+    (["--future_frame", "false"], False),
+    (["--no-future_frame"], False),
+    (["--future_frame"], True),
+    (["--future_frame", "True"], True),
+    ([], True),
+])
+def test_boolean_options_can_be_switched(argv, expected):
+    assert iSeeBetterTrain.parse_args(argv).future_frame is expected
+
+
+def test_bad_boolean_and_conflicting_loss_options():
+    with pytest.raises(SystemExit):
+        iSeeBetterTrain.parse_args(["--gpu_mode", "maybe"])
+    assert iSeeBetterTrain.parse_args(["--APITLoss"]).loss == "gan"
+    with pytest.raises(UserError, match="APITLoss"):
+        iSeeBetterTrain.parse_args(["--APITLoss", "--loss", "l1"])
+    with pytest.raises(UserError, match="start_epoch"):
+        iSeeBetterTrain.parse_args(["--start_epoch", "5", "--nEpochs", "4"])
+    assert iSeeBetterTrain.parse_args(["--resume"]).resume == "auto"
+    assert iSeeBetterTrain.parse_args(["--resume", "x.pth"]).resume == "x.pth"
+
+
+def test_original_lr_schedule():
+    args = iSeeBetterTrain.parse_args(["--nEpochs", "150"])
+    assert [e for e in range(1, 151) if iSeeBetterTrain.lr_decay_due(e, args)] == [74, 149]
+    args = iSeeBetterTrain.parse_args(["--nEpochs", "150", "--lr_step", "30"])
+    assert [e for e in range(1, 151) if iSeeBetterTrain.lr_decay_due(e, args)] == [29, 59, 89, 119, 149]
+
+
+def test_missing_dataset_points_to_the_fetcher(tmp_path):
+    with pytest.raises(UserError, match="DatasetFetcher.py"):
+        run(["--data_dir", tmp_path / "nothing", "--save_folder", tmp_path / "w", "--nEpochs", "1"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end on real data files
+
+
+@pytest.fixture
+def sample_dataset(tmp_path, video_file):
+    """A Vimeo-90K-layout sample (2 septuplets) + an evaluation frame folder, built by DatasetFetcher's builder."""
+    import DatasetFetcher
+
+    dest = tmp_path / "sample"
+    DatasetFetcher.build_sample(str(dest), [str(video_file)], str(video_file), sequences_per_clip=2, eval_frames=5,
+                                progress=False)
+    return dest
+
+
+def test_gan_training_two_epochs_end_to_end(tmp_path, sample_dataset):
+    import checkpoint
+    import rbpn
+
+    out = tmp_path / "run"
+    assert run(["--data_dir", sample_dataset / "sequences", "--save_folder", out, "--nEpochs", "2",
+                "--batchSize", "1", "--eval_dir", sample_dataset / "eval", "--eval_file_list", "clip_test.txt"]) == 0
+    for epoch in (1, 2):
+        for name in (f"netG_epoch_4_{epoch}.pth", f"netD_epoch_4_{epoch}.pth", f"training_state_4_{epoch}.pth"):
+            assert (out / name).is_file(), name
+    # The generator file is a plain state_dict without "module.", loadable strictly into the network.
+    sd = load(out / "netG_epoch_4_2.pth")
+    assert not any(k.startswith("module.") for k in sd)
+    net = rbpn.Net(num_channels=3, base_filter=8, feat=8, num_stages=3, n_resblock=1, nFrames=3, scale_factor=4)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(sd, strict=True)
+    assert any(not torch.equal(init[k], sd[k]) for k in sd)  # it trained
+    # The best generator carries its config, so it loads with no flags.
+    best, config = checkpoint.build_generator(out / "netG_best_4.pth")
+    assert config["base_filter"] == 8 and config["nFrames"] == 3
+    # Logs: CSV/JSONL with one row per epoch, curves, log lines.
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["samples"] == 2 for r in rows)  # both septuplets used, every epoch (no dropped first batch)
+    assert all(np.isfinite(r[k]) for r in rows for k in ("g_loss", "d_loss", "d_x", "d_g_z", "val_psnr", "val_ssim"))
+    csv_lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and "val_psnr" in csv_lines[0]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = (out / "train.log").read_text()
+    assert "epoch 2, G " in log and "val Y-PSNR" in log
+
+
+def test_pixel_loss_mode_has_no_discriminator(tmp_path, frame_folder, constant_flows):
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "l1"]) == 0
+    assert (out / "netG_epoch_4_1.pth").is_file()
+    assert not list(out.glob("netD_*"))
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert "d_loss" not in row and row["pixel_loss"] == pytest.approx(row["g_loss"])
+    assert row["samples"] == 6  # 8 frames, 3-frame windows: 6 centres
+
+
+def test_pretrained_generator_with_module_prefix(tmp_path, frame_folder, constant_flows):
+    import rbpn
+
+    torch.manual_seed(7)
+    net = rbpn.Net(num_channels=3, base_filter=8, feat=8, num_stages=3, n_resblock=1, nFrames=3, scale_factor=4)
+    source = tmp_path / "RBPN_tiny.pth"
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, source)  # like the released RBPN files
+    out = tmp_path / "run"
+    # A vanishing learning rate: the saved weights must be the pretrained ones.
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "mse", "--lr", "1e-30",
+                "--pretrained", "--pretrained_sr", source]) == 0
+    saved = load(out / "netG_epoch_4_1.pth")
+    for k, v in net.state_dict().items():
+        assert torch.allclose(saved[k], v, atol=1e-6), k
+    with pytest.raises(UserError, match="pretrained"):
+        run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--pretrained",
+             "--pretrained_sr", tmp_path / "missing.pth"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resume, NaN stop
+
+
+def test_resume_reaches_the_same_weights(tmp_path, frame_folder, constant_flows, monkeypatch):
+    common = ["--data_dir", frame_folder, "--nEpochs", "2", "--loss", "gan", "--threads", "0",
+              "--perceptual_weight", "0"]
+    assert run(common + ["--save_folder", tmp_path / "straight"]) == 0
+
+    original = training.Trainer.train_epoch
+
+    def killed_in_epoch_2(self, loader, epoch, **kw):
+        if epoch == 2:
+            raise KeyboardInterrupt  # as if the job had been killed during epoch 2
+        return original(self, loader, epoch, **kw)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(common + ["--save_folder", tmp_path / "resumed"])
+    assert not (tmp_path / "resumed" / "netG_epoch_4_2.pth").exists()
+    monkeypatch.setattr(training.Trainer, "train_epoch", original)
+    assert run(common + ["--save_folder", tmp_path / "resumed", "--resume"]) == 0
+
+    for name in ("netG_epoch_4_2.pth", "netD_epoch_4_2.pth"):
+        assert_same_weights(load(tmp_path / "straight" / name), load(tmp_path / "resumed" / name))
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_keep_last_prunes_old_training_states(tmp_path, frame_folder, constant_flows):
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "3", "--loss", "mse",
+                "--keep_last", "1", "--max_steps_per_epoch", "1"]) == 0
+    assert [p.name for p in out.glob("training_state_*")] == ["training_state_4_3.pth"]
+    assert sorted(p.name for p in out.glob("netG_epoch_*")) == [f"netG_epoch_4_{e}.pth" for e in (1, 2, 3)]
+    assert training.find_latest_state(str(out), 4).endswith("training_state_4_3.pth")
+
+
+def test_resume_refuses_a_generator_file(tmp_path, frame_folder, constant_flows):
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "mse"]) == 0
+    with pytest.raises(UserError, match="pretrained"):
+        run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "2", "--loss", "mse",
+             "--resume", out / "netG_epoch_4_1.pth"])
+    with pytest.raises(UserError, match="training_state"):
+        run(["--data_dir", frame_folder, "--save_folder", tmp_path / "empty", "--nEpochs", "2", "--resume"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, frame_folder, constant_flows, monkeypatch):
+    import rbpn
+
+    out = tmp_path / "run"
+    common = ["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "3", "--loss", "gan",
+              "--perceptual_weight", "0"]
+    original_forward = rbpn.Net.forward
+    calls = {"n": 0}
+
+    def poisoned(self, x, neighbor, flow):
+        calls["n"] += 1
+        out_ = original_forward(self, x, neighbor, flow)
+        return out_ * float("nan") if calls["n"] > 2 else out_  # epoch 1 = 2 batches of 3, then NaN
+
+    monkeypatch.setattr(rbpn.Net, "forward", poisoned)
+    with pytest.raises(training.TrainingDiverged, match="NaN"):
+        run(common)
+    files = sorted(p.name for p in out.glob("*.pth"))
+    assert files == ["netD_epoch_4_1.pth", "netG_epoch_4_1.pth", "training_state_4_1.pth"]
+    hashes = {name: sha(out / name) for name in files}
+    # The good checkpoint is intact and resumable.
+    monkeypatch.setattr(rbpn.Net, "forward", original_forward)
+    state = training.read_training_state(str(out / "training_state_4_1.pth"))
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in load(out / "netG_epoch_4_1.pth").values())
+    assert hashes == {name: sha(out / name) for name in files}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Precision, checkpointing
+
+
+@pytest.mark.parametrize("extra", [["--precision", "bf16"], ["--grad_checkpoint"]])
+def test_precision_and_checkpointing_options_train(tmp_path, frame_folder, constant_flows, extra):
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "gan",
+                "--perceptual_weight", "0", "--max_steps_per_epoch", "1"] + extra) == 0
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"])
+    assert row["samples"] == 3
+    sd = load(out / "netG_epoch_4_1.pth")
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point())
+
+
+def test_grad_checkpointing_gives_the_same_step(frame_folder, constant_flows, tiny_net_config):
+    """One GAN step with and without activation checkpointing updates G identically."""
+    import dataset
+    import rbpn
+    from SRGAN.loss import GeneratorLoss
+    from SRGAN.model import Discriminator
+
+    data = dataset.VideoFolderDataset(str(frame_folder), 3, 4, False, 8, True)
+    batch = torch.utils.data.default_collate([data[0], data[1]])
+    dist = training.DistInfo(0, 1, 0, torch.device("cpu"))
+    results = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        net = rbpn.Net(**tiny_net_config).set_grad_checkpointing(ckpt)
+        trainer = training.Trainer(net, Discriminator(), GeneratorLoss(vgg="random", perception_weight=0), "gan",
+                                   1e-3, dist)
+        trainer.step(batch)
+        results.append(net.state_dict())
+    for k in results[0]:
+        assert torch.allclose(results[0][k], results[1][k], atol=1e-6), k
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DDP
+
+
+def test_ddp_two_gloo_processes(tmp_path, frame_folder):
+    runner = tmp_path / "runner.py"
+    runner.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n" + CONSTANT_FLOWS
+                      + "import iSeeBetterTrain\nfrom errors import run_cli\nrun_cli(iSeeBetterTrain.main)\n")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(runner)]
+    cmd += [str(a) for a in TINY_ARGS] + ["--data_dir", str(frame_folder), "--save_folder", str(out),
+                                          "--nEpochs", "1", "--loss", "gan", "--gpu_mode", "False",
+                                          "--perceptual_weight", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in (out / "train.log").read_text()
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["samples"] == 6  # 3 per process, summed over both ranks
+    # Only rank 0 wrote: one set of files, all complete.
+    assert sorted(p.name for p in out.glob("*.pth")) == ["netD_epoch_4_1.pth", "netG_epoch_4_1.pth",
+                                                         "training_state_4_1.pth"]
+    assert not list(out.glob("*.part")) and not list(out.glob(".tmp_*"))
+    assert all(torch.isfinite(v).all() for v in load(out / "netG_epoch_4_1.pth").values())
