@@ -321,6 +321,7 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
     state_dict), so original checkpoints need no flags. ``fallback_config`` only fills fields the checkpoint does
     not determine. ``expect`` lists fields the caller insists on (e.g. ``{"scale_factor": 4}`` from
     ``--upscale_factor``); a checkpoint that disagrees raises ``CheckpointError`` naming the flag to change.
+    A project checkpoint trained with ``--residual`` adds ``"residual": True`` to the returned config.
     """
     from rbpn import DEFAULT_CONFIG, Net
 
@@ -343,6 +344,8 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {label} implies an unsupported RBPN config {config}: {exc}") from None
     load_into(net, sd, what="generator")
+    if meta is not None and "residual" in meta:
+        config["residual"] = bool(meta["residual"])  # G's output is added to the bicubic upscale (--residual)
     return net, config
 
 
@@ -357,18 +360,22 @@ def _info(path: str) -> None:
           + (f", kind {meta.get('kind')}" if meta else ""))
     if meta and meta.get("config"):
         print(f"stored config: {meta['config']}")
+    if meta and "residual" in meta:
+        print(f"residual (output added to the bicubic upscale): {meta['residual']}")
+    if meta and meta.get("note"):
+        print(f"note: {meta['note']}")
     if "feat0.conv.weight" in sd:
         print(f"RBPN config from shapes: {infer_rbpn_config(sd)}")
     elif "net.0.weight" in sd:
         print("SRGAN discriminator")
 
 
-def _convert(src: str, dst: str, plain: bool, trust_pickle: bool) -> None:
+def _convert(src: str, dst: str, plain: bool, trust_pickle: bool, extra: Optional[dict] = None) -> None:
     sd, meta = read_checkpoint(src, trust_pickle=trust_pickle)
     if plain:
         atomic_torch_save(sd, dst)
     elif "feat0.conv.weight" in sd:
-        save_checkpoint(dst, "generator", sd, infer_rbpn_config(sd))
+        save_checkpoint(dst, "generator", sd, infer_rbpn_config(sd), extra)
     elif "net.0.weight" in sd:
         save_checkpoint(dst, "discriminator", sd, {})
     else:
@@ -387,11 +394,17 @@ def main(argv: Optional[list] = None) -> int:
     p_conv.add_argument("--plain", action="store_true", help="write a bare state_dict (original-compatible)")
     p_conv.add_argument("--trust-pickle", action="store_true",
                         help="allow unpickling a whole saved model (only for files you trust)")
+    p_conv.add_argument("--residual", action="store_true",
+                        help="record that the generator was trained with --residual (added to the bicubic upscale)")
+    p_conv.add_argument("--note", default=None, help="free text stored in the checkpoint (e.g. how it was trained)")
     args = parser.parse_args(argv)
     if args.command == "info":
         _info(args.path)
     else:
-        _convert(args.src, args.dst, args.plain, args.trust_pickle)
+        extra = {"residual": True} if args.residual else {}
+        if args.note:
+            extra["note"] = args.note
+        _convert(args.src, args.dst, args.plain, args.trust_pickle, extra)
     return 0
 
 

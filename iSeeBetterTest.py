@@ -1,7 +1,8 @@
 """iSeeBetter tester: upscale any video or frame folder (``--upscale_only``), or evaluate on HR clips.
 
-Upscaling: ``python iSeeBetterTest.py -u --input clip.mp4 --output out/ -m weights/netG_epoch_4_1.pth`` writes
-``out/clip/00001.png ...`` and ``out/clip.mp4`` (source frame rate).
+Upscaling: ``python iSeeBetterTest.py -u --input clip.mp4 --output out/`` (default weights: the shipped
+``weights/iSeeBetter_x4_psnr.pth``) writes ``out/clip/00001.png ...``, ``out/clip.mp4`` (source frame rate) and
+``out/clip_compare.png`` (bicubic | SR).
 
 Evaluation (the standard VSR protocol): every HR frame is modcropped, degraded (``--degradation matlab|pil``),
 super-resolved and compared on the Y channel (PSNR, SSIM). ``--model bicubic`` evaluates the bicubic baseline.
@@ -47,13 +48,15 @@ BICUBIC = "bicubic"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="iSeeBetter: upscale a video/frames (-u) or evaluate PSNR/SSIM on HR clips")
     # The original's options (same names, short flags and defaults unless noted).
-    p.add_argument("-m", "--model", default="weights/netG_epoch_4_1.pth",
+    p.add_argument("-m", "--model", default="weights/iSeeBetter_x4_psnr.pth",
                    help="generator checkpoint (original state_dict with/without 'module.', or project checkpoint); "
                         "'bicubic' for the bicubic baseline")
     p.add_argument("-o", "--output", default="Results/", help="Location to save test results")
     p.add_argument("-s", "--upscale_factor", type=int, default=None,
                    help="super resolution upscale factor (default: the checkpoint's; 4 for bicubic)")
-    p.add_argument("-r", "--residual", action="store_true", help="add the (Pillow) bicubic upscale to the output")
+    p.add_argument("-r", "--residual", action="store_true",
+                   help="add the (Pillow) bicubic upscale to the output (automatic for project checkpoints trained "
+                        "with --residual)")
     p.add_argument("-c", "--gpu_mode", action="store_true", help="Use a CUDA compatible GPU (error if none)")
     p.add_argument("--testBatchSize", type=int, default=1, help="kept for compatibility (frames run one at a time)")
     p.add_argument("--chop_forward", action="store_true",
@@ -202,6 +205,9 @@ def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module],
     if args.nFrames is not None:
         expect["nFrames"] = args.nFrames
     model, config = checkpoint.build_generator(args.model, expect=expect)
+    if config.get("residual") and not args.residual:
+        logger.info(f"{args.model} was trained with --residual: its output is added to the bicubic upscale")
+        args.residual = True
     logger.info(f"loaded {args.model}: RBPN x{config['scale_factor']}, nFrames={config['nFrames']}, "
                 f"{sum(p.numel() for p in model.parameters()):,} parameters")
     return model, config
@@ -251,14 +257,20 @@ def _progress(clip: Clip):
 
 
 def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
+    """SR frames as PNG in ``<output>/<clip>/``, an mp4 for video input, and ``<clip>_compare.png`` (bicubic | SR)."""
     folder = os.path.join(args.output, clip.name)
     items = ((lr, None) for lr in _same_size(clip.iter_frames(), clip))
     saved = []
+    middle = (clip.count() or 1) // 2
+    shown = None
     with _progress(clip) as bar:
-        for t, _, _, sr in _sr_frames(clip, items, model, config, args, device):
+        for t, _, lr, sr in _sr_frames(clip, items, model, config, args, device):
             path = os.path.join(folder, clip.frame_name(t) + ".png")
-            save_rgb(path, metrics.to_uint8(sr))
+            sr8 = metrics.to_uint8(sr)
+            save_rgb(path, sr8)
             saved.append(path)
+            if shown is None and t >= middle:
+                shown = (lr, sr8)
             bar.update(1)
     if clip.video is not None:
         mp4 = os.path.join(args.output, clip.name + ".mp4")
@@ -266,6 +278,15 @@ def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
         logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/ and {mp4} ({clip.fps:g} fps)")
     else:
         logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/")
+    if shown is not None and model is not None:
+        import plots
+
+        lr, sr8 = shown
+        bic = bicubic_upscale(lr, config["scale_factor"], "pil")
+        compare = os.path.join(args.output, clip.name + "_compare.png")
+        plots.side_by_side(compare, [("bicubic", bic), ("iSeeBetter", sr8)])
+        logger.info(f"{clip.name}: side-by-side (bicubic | iSeeBetter) of frame {clip.frame_name(middle)} -> "
+                    f"{compare}")
 
 
 def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
@@ -307,7 +328,7 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
     if shown is not None:
         import plots
 
-        label = "RBPN" if model is not None else "bicubic"
+        label = "iSeeBetter" if model is not None else "bicubic"
         plots.side_by_side(os.path.join(args.output, clip.name + "_compare.png"),
                            [("bicubic", shown[0]), (label, shown[1]), ("ground truth", shown[2])])
     return rows

@@ -218,3 +218,18 @@ def test_cli_info_and_convert(tmp_path, capsys):
     checkpoint.main(["convert", str(orig), str(conv)])
     sd, meta = checkpoint.read_checkpoint(conv)
     assert meta["kind"] == "generator" and meta["config"] == src.config
+
+
+def test_residual_flag_survives_convert_and_build_generator(tmp_path, capsys):
+    src = _tiny(seed=3)
+    plain = tmp_path / "plain.pth"
+    torch.save(src.state_dict(), plain)
+    conv = tmp_path / "residual.pth"
+    checkpoint.main(["convert", str(plain), str(conv), "--residual", "--note", "trained on X"])
+    _, config = checkpoint.build_generator(conv)
+    assert config["residual"] is True
+    assert checkpoint.main(["info", str(conv)]) == 0
+    out = capsys.readouterr().out
+    assert "residual (output added to the bicubic upscale): True" in out and "note: trained on X" in out
+    _, config = checkpoint.build_generator(plain)
+    assert "residual" not in config  # an original file says nothing about it

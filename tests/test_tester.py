@@ -86,6 +86,9 @@ def test_upscale_video_file(small_video, tiny_ckpt, tmp_path, capsys):
     assert info["fps"] == pytest.approx(12.0)
     assert info["frame_count"] == 6
     assert "frame/s" in err  # the tqdm bar
+    compare = load_rgb(str(out / "small_compare.png"))  # bicubic | SR, same crop, labels on top
+    assert compare.shape[1] == 2 * 160 + 4 and compare.shape[0] > 128
+    assert "small_compare.png" in err
 
 
 def test_upscale_frame_folder_keeps_names(small_folder, tiny_ckpt, tmp_path, capsys):
@@ -222,3 +225,23 @@ def test_original_plain_state_dict_with_module_prefix_loads_without_flags(vid4_l
     assert code == 0, err
     assert "nFrames=3" in err  # taken from the checkpoint's shapes, not the default 7
     assert json.loads((out / "metrics.json").read_text())["clips"]["walk"]["frames"] == 1
+
+
+def test_residual_checkpoint_adds_the_bicubic_upscale(small_folder, tmp_path, capsys):
+    """A project checkpoint saved with residual=True is run like ``-r`` without the flag."""
+    import checkpoint
+    import rbpn
+
+    torch.manual_seed(0)
+    net = rbpn.Net(**TINY_NET)
+    plain, residual = tmp_path / "plain.pth", tmp_path / "residual.pth"
+    checkpoint.save_generator(str(plain), net)
+    checkpoint.save_generator(str(residual), net, extra={"residual": True})
+    outs = {}
+    for name, argv in (("flag", ["-m", str(plain), "-r"]), ("auto", ["-m", str(residual)]),
+                       ("none", ["-m", str(plain)])):
+        code, err = _cli(["-u", "-i", str(small_folder), "-o", str(tmp_path / name)] + argv, capsys)
+        assert code == 0, err
+        outs[name] = load_rgb(str(tmp_path / name / "frames" / "003.png"))
+    assert np.array_equal(outs["flag"], outs["auto"])
+    assert not np.array_equal(outs["flag"], outs["none"])
