@@ -28,7 +28,8 @@ def initLogger(debugFlag: bool = False) -> logging.Logger:
     console = [h for h in LOGGER.handlers if getattr(h, "_iseebetter_console", False)]
     if console:
         console[0].setFormatter(fmt)
-        console[0].setStream(sys.stderr)  # sys.stderr may have been replaced since (tests, notebooks)
+        # sys.stderr may have been replaced (and the old one closed) since: tests, notebooks. No flush of the old one.
+        console[0].stream = sys.stderr
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(fmt)
