@@ -19,13 +19,13 @@ original-compatible state_dict).
 import argparse
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+import atomic
 from errors import UserError, run_cli
 
 FORMAT = "iseebetter-pytorch"
@@ -50,20 +50,10 @@ class CheckpointError(UserError):
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: no half-written checkpoints."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic.atomic_path(os.fspath(path), suffix=".part") as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -313,6 +303,20 @@ def load_into(model: nn.Module, source: Union[PathLike, Mapping[str, torch.Tenso
     return meta
 
 
+def residual_method(value) -> Optional[str]:
+    """A checkpoint's ``residual`` entry as the bicubic method ("pil" / "matlab"), None when not residual.
+
+    ``True`` (no method recorded) means Pillow's bicubic, the original's ``--residual``.
+    """
+    if not value:
+        return None
+    if value is True:
+        return "pil"
+    if value in ("pil", "matlab"):
+        return value
+    raise CheckpointError(f"unknown residual mode {value!r} in the checkpoint; expected 'pil' or 'matlab'")
+
+
 def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
                     expect: Optional[dict] = None) -> Tuple[nn.Module, dict]:
     """Build an RBPN ``Net`` that fits the checkpoint at ``path`` and load it; returns ``(net, config)``.
@@ -321,7 +325,8 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
     state_dict), so original checkpoints need no flags. ``fallback_config`` only fills fields the checkpoint does
     not determine. ``expect`` lists fields the caller insists on (e.g. ``{"scale_factor": 4}`` from
     ``--upscale_factor``); a checkpoint that disagrees raises ``CheckpointError`` naming the flag to change.
-    A project checkpoint trained with ``--residual`` adds ``"residual": True`` to the returned config.
+    A project checkpoint trained with ``--residual`` adds ``"residual": "pil"|"matlab"`` (the bicubic upscale its
+    output is added to) to the returned config.
     """
     from rbpn import DEFAULT_CONFIG, Net
 
@@ -344,8 +349,8 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {label} implies an unsupported RBPN config {config}: {exc}") from None
     load_into(net, sd, what="generator")
-    if meta is not None and "residual" in meta:
-        config["residual"] = bool(meta["residual"])  # G's output is added to the bicubic upscale (--residual)
+    if meta is not None and meta.get("residual"):
+        config["residual"] = residual_method(meta["residual"])
     return net, config
 
 
@@ -372,6 +377,8 @@ def _info(path: str) -> None:
 
 def _convert(src: str, dst: str, plain: bool, trust_pickle: bool, extra: Optional[dict] = None) -> None:
     sd, meta = read_checkpoint(src, trust_pickle=trust_pickle)
+    kept = {k: meta[k] for k in ("residual", "note") if meta is not None and meta.get(k)}
+    extra = dict(kept, **(extra or {}))
     if plain:
         atomic_torch_save(sd, dst)
     elif "feat0.conv.weight" in sd:
@@ -394,14 +401,15 @@ def main(argv: Optional[list] = None) -> int:
     p_conv.add_argument("--plain", action="store_true", help="write a bare state_dict (original-compatible)")
     p_conv.add_argument("--trust-pickle", action="store_true",
                         help="allow unpickling a whole saved model (only for files you trust)")
-    p_conv.add_argument("--residual", action="store_true",
-                        help="record that the generator was trained with --residual (added to the bicubic upscale)")
+    p_conv.add_argument("--residual", nargs="?", const="pil", choices=("pil", "matlab"), default=None,
+                        help="record that the generator's output is added to a bicubic upscale of its input "
+                             "(iSeeBetterTrain.py --residual; the method is its --degradation, default pil)")
     p_conv.add_argument("--note", default=None, help="free text stored in the checkpoint (e.g. how it was trained)")
     args = parser.parse_args(argv)
     if args.command == "info":
         _info(args.path)
     else:
-        extra = {"residual": True} if args.residual else {}
+        extra = {"residual": args.residual} if args.residual else {}
         if args.note:
             extra["note"] = args.note
         _convert(args.src, args.dst, args.plain, args.trust_pickle, extra)

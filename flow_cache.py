@@ -10,11 +10,12 @@ on the patch (the coarse-to-fine pyramid and the borders differ); ``bench/bench_
 
 import hashlib
 import os
-import tempfile
 import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
+
+import atomic
 
 CACHE_VERSION = "c2f-rbpn-v1"  # bump when the flow parameters or storage format change
 
@@ -60,15 +61,8 @@ class FlowCache:
         """Write flows (list of float32 (2, h, w)) atomically as float16; returns the stored array."""
         arr = np.stack(flows).astype(np.float16)
         path = self.path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npy", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic.atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
         return arr
 
 

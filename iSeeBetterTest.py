@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Set, Tuple
@@ -26,6 +25,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 import torch
 
+import atomic
 import logger
 import metrics
 from dataset import DEGRADATIONS, bicubic_upscale, degrade, find_video_sources, modcrop, read_list_file
@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="Results/", help="Location to save test results")
     p.add_argument("-s", "--upscale_factor", type=int, default=None,
                    help="super resolution upscale factor (default: the checkpoint's; 4 for bicubic)")
-    p.add_argument("-r", "--residual", action="store_true",
-                   help="add the (Pillow) bicubic upscale to the output (automatic for project checkpoints trained "
-                        "with --residual)")
+    p.add_argument("-r", "--residual", nargs="?", const="pil", choices=("pil", "matlab"), default=None,
+                   help="add a bicubic upscale of the input to the output: -r = Pillow's (the original), -r matlab; "
+                        "automatic for project checkpoints trained with --residual")
     p.add_argument("-c", "--gpu_mode", action="store_true", help="Use a CUDA compatible GPU (error if none)")
     p.add_argument("--testBatchSize", type=int, default=1, help="kept for compatibility (frames run one at a time)")
     p.add_argument("--chop_forward", action="store_true",
@@ -206,8 +206,9 @@ def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module],
         expect["nFrames"] = args.nFrames
     model, config = checkpoint.build_generator(args.model, expect=expect)
     if config.get("residual") and not args.residual:
-        logger.info(f"{args.model} was trained with --residual: its output is added to the bicubic upscale")
-        args.residual = True
+        args.residual = config["residual"]
+        logger.info(f"{args.model} was trained with --residual: its output is added to the {args.residual} "
+                    "bicubic upscale")
     logger.info(f"loaded {args.model}: RBPN x{config['scale_factor']}, nFrames={config['nFrames']}, "
                 f"{sum(p.numel() for p in model.parameters()):,} parameters")
     return model, config
@@ -245,7 +246,7 @@ def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, co
     for t, payload, lr, sr in stream:
         out = to_image(sr)
         if args.residual:
-            out = out + bicubic_upscale(lr, scale, "pil").astype(np.float64)
+            out = out + bicubic_upscale(lr, scale, args.residual).astype(np.float64)
         yield t, payload, lr, out
 
 
@@ -342,19 +343,6 @@ def _skip(rows: List[dict], skip: int) -> List[dict]:
     return kept
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def summarise(all_rows: Dict[str, List[dict]], args) -> dict:
     """metrics.json content: per-clip means and the benchmark average (mean of the per-clip means)."""
     keys = ["psnr_y", "ssim_y"] + (["psnr_rgb"] if args.metric == "rgb" else [])
@@ -385,7 +373,7 @@ def write_reports(all_rows: Dict[str, List[dict]], args) -> dict:
     import plots
 
     summary = summarise(all_rows, args)
-    _atomic_write_text(os.path.join(args.output, "metrics.json"), json.dumps(_finite(summary), indent=2) + "\n")
+    atomic.write_text(os.path.join(args.output, "metrics.json"), json.dumps(_finite(summary), indent=2) + "\n")
     fields = ["clip", "index", "frame", "psnr_y", "ssim_y", "psnr_y_bicubic", "psnr_rgb"]
     fields = [f for f in fields if any(f in r for rows in all_rows.values() for r in rows)]
     buf = io.StringIO()
@@ -394,7 +382,7 @@ def write_reports(all_rows: Dict[str, List[dict]], args) -> dict:
     for rows in all_rows.values():
         for r in rows:
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items() if k in fields})
-    _atomic_write_text(os.path.join(args.output, "per_frame.csv"), buf.getvalue())
+    atomic.write_text(os.path.join(args.output, "per_frame.csv"), buf.getvalue())
     label = "bicubic" if args.model.lower() == BICUBIC else "SR"
     for name, rows in all_rows.items():
         bic = [r["psnr_y_bicubic"] for r in rows] if rows and "psnr_y_bicubic" in rows[0] else None

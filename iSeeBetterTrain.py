@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patch_size", type=int, default=64, help="LR patch size, 0 = whole frames")
     add_bool(g, "data_augmentation", True, "random flips / rotation")
     g.add_argument("--model_type", default="RBPN", choices=("RBPN",), help="generator architecture")
-    add_bool(g, "residual", False, "add the bicubic-upscaled input to G's output")
+    add_bool(g, "residual", False, "add the bicubic-upscaled input (--degradation's bicubic) to G's output")
     g.add_argument("--pretrained_sr", default="RBPN_4x.pth",
                    help="generator weights for --pretrained (a path, or a name inside --save_folder)")
     g.add_argument("--pretrained", action="store_true", help="start G from --pretrained_sr")
@@ -140,6 +140,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.start_epoch < 1 or args.start_epoch > args.nEpochs:
         raise UserError(f"--start_epoch must be between 1 and --nEpochs ({args.nEpochs}), got {args.start_epoch}")
     return args
+
+
+def residual_upscale(args: argparse.Namespace) -> Optional[str]:
+    """With ``--residual``, the bicubic method whose upscale G's output is added to (the dataset's, i.e.
+    ``--degradation``); recorded in the generator checkpoints so that the tester adds the same one."""
+    return args.degradation if args.residual else None
 
 
 def model_config(args: argparse.Namespace) -> Dict:
@@ -304,6 +310,10 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                 args.residual = True
                 if main:
                     logger.info(f"{source} was trained with --residual: this run uses --residual too")
+            method = meta.get("residual") if meta is not None else None
+            if args.residual and isinstance(method, str) and method != args.degradation and main:
+                logger.warning(f"{source} adds a {method} bicubic upscale to its output, but this run's "
+                               f"--degradation {args.degradation} makes it a {args.degradation} one")
         netD = None
         criterion = None
         if args.loss == "gan":
@@ -363,14 +373,14 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                     logger.info(f"learning rate decayed to {new_lr:g}")
             if eval_loader is not None and (epoch % args.eval_every == 0 or epoch == args.nEpochs):
                 record.update(training.validate(training.unwrap(netG), eval_loader, dist.device, scale,
-                                                args.precision, args.residual, args.eval_max_frames,
+                                                args.precision, residual_upscale(args), args.eval_max_frames,
                                                 args.channels_last))
             save_due = epoch % args.snapshots == 0 or epoch == args.nEpochs
             if main:
                 if "val_psnr" in record and record["val_psnr"] > best.get("val_psnr", float("-inf")):
                     best = {"epoch": epoch, "val_psnr": record["val_psnr"], "val_ssim": record.get("val_ssim")}
                     checkpoint.save_generator(training.best_path(args.save_folder, scale), training.unwrap(netG),
-                                              config, extra=dict(best, residual=args.residual))
+                                              config, extra=dict(best, residual=residual_upscale(args)))
                 if save_due:
                     last_saved = save_checkpoints(trainer, args, config, epoch, best)
                 run_log.log_epoch(record)

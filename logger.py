@@ -13,8 +13,9 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from typing import Dict, List, Optional
+
+import atomic
 
 LOGGER = logging.getLogger("root")
 PLAIN_FORMAT = "[%(levelname)8.8s] %(message)s"
@@ -59,19 +60,6 @@ def errorOut(msg: str, e: Optional[BaseException] = None) -> None:
     """Log an error (with the exception, if any) and exit with status 1, as the original did."""
     LOGGER.error(f"{msg}: {e}" if e is not None else msg, stacklevel=2)
     sys.exit(1)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _finite_or_none(value):
@@ -141,7 +129,7 @@ class RunLogger:
 
     def _write_tables(self) -> None:
         lines = [json.dumps({k: _finite_or_none(v) for k, v in r.items()}) + "\n" for r in self.records]
-        _atomic_write_text(self.jsonl_path, "".join(lines))
+        atomic.write_text(self.jsonl_path, "".join(lines))
         columns: List[str] = []
         for record in self.records:
             columns += [k for k in record if k not in columns]
@@ -150,7 +138,7 @@ class RunLogger:
         writer.writerow(columns)
         for r in self.records:
             writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
-        _atomic_write_text(self.csv_path, buf.getvalue())
+        atomic.write_text(self.csv_path, buf.getvalue())
 
     def log_epoch(self, record: Dict) -> None:
         """Add one epoch's metrics (a flat dict with an ``epoch`` key) to every output and redraw the curves."""
@@ -196,15 +184,11 @@ class RunLogger:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_psnr.set_ylabel("PSNR (dB)")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp_", suffix=".png")
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=80)
-            os.replace(tmp, self.plot_path)
+            with atomic.atomic_path(self.plot_path) as tmp:
+                fig.savefig(tmp, dpi=80)
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def close(self) -> None:
         if self._file_handler is not None:

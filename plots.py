@@ -3,13 +3,12 @@
 Both are written atomically (temporary file + ``os.replace``). matplotlib runs with the Agg backend (no display).
 """
 
-import os
-import tempfile
 from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+import atomic
 from video_io import save_rgb
 
 
@@ -32,17 +31,11 @@ def plot_per_frame_psnr(path: str, frames: Sequence[int], psnr: Sequence[float],
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def pick_crop(img: np.ndarray, size: int) -> Tuple[int, int, int, int]:

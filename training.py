@@ -470,12 +470,17 @@ def validate(
     device: torch.device,
     scale: int,
     precision: str = "fp32",
-    residual: bool = False,
+    residual: Optional[str] = None,
     max_frames: int = 0,
     channels_last: bool = False,
 ) -> Dict[str, float]:
-    """Mean Y-PSNR / Y-SSIM (border ``scale`` cropped, ``metrics`` module) of the model on eval samples."""
+    """Mean Y-PSNR / Y-SSIM of the model on eval samples, measured like ``iSeeBetterTest.py`` (no border crop).
+
+    ``residual`` is the bicubic method ("pil" / "matlab") whose upscale of the LR input is added to G's output, as in
+    training (``--residual`` with ``--degradation``), or None.
+    """
     import metrics
+    from dataset import bicubic_upscale
 
     was_training = model.training
     model.eval()
@@ -487,12 +492,14 @@ def validate(
             with autocast(device, precision):
                 sr = model(inp, neighbours, flows)
             sr = sr.float()
-            if residual:
-                sr = sr + bicubic
             for i in range(sr.shape[0]):
-                pred, gt = tensor_to_uint8(sr[i]), tensor_to_uint8(target[i])
-                psnrs.append(metrics.psnr_y(pred, gt, crop_border=scale))
-                ssims.append(metrics.ssim_y(pred, gt, crop_border=scale))
+                out = sr[i]
+                if residual:
+                    base = bicubic_upscale(tensor_to_uint8(inp[i]), scale, residual)
+                    out = out + torch.from_numpy(base).to(out).permute(2, 0, 1) / 255.0
+                pred, gt = tensor_to_uint8(out), tensor_to_uint8(target[i])
+                psnrs.append(metrics.psnr_y(pred, gt))
+                ssims.append(metrics.ssim_y(pred, gt))
                 if max_frames and len(psnrs) >= max_frames:
                     break
             if max_frames and len(psnrs) >= max_frames:

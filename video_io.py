@@ -6,12 +6,12 @@ Writers are atomic: they write a temporary file next to the target and ``os.repl
 
 import os
 import re
-import tempfile
 from typing import Iterable, Iterator, List, Tuple
 
 import cv2
 import numpy as np
 
+import atomic
 from errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -55,16 +55,6 @@ def load_rgb(path: str) -> np.ndarray:
     return _to_rgb(img, path)
 
 
-def _atomic_target(path: str) -> Tuple[str, str]:
-    """A temporary path in the target's folder with the same extension (OpenCV picks the codec from it)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    ext = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=ext, dir=folder)
-    os.close(fd)
-    return folder, tmp
-
-
 def save_rgb(path: str, array: np.ndarray) -> None:
     """Write an RGB uint8 HxWx3 (or HxW gray) image atomically; the format follows the extension."""
     path = os.fspath(path)
@@ -81,14 +71,9 @@ def save_rgb(path: str, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, arr, [cv2.IMWRITE_PNG_COMPRESSION, 3] if ext == ".png" else [])
     if not ok:
         raise VideoError(f"cannot encode image {path}")
-    _, tmp = _atomic_target(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
+        atomic.write_bytes(path, buf.tobytes())
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise VideoError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
@@ -186,33 +171,29 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float) -> int:
     path = os.fspath(path)
     if fps <= 0:
         raise VideoError(f"write_video({path}): fps must be positive, got {fps}")
-    _, tmp = _atomic_target(path)
     writer = None
     count = 0
     size = None
-    try:
-        for frame in frames:
-            frame = np.asarray(frame)
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise VideoError(f"write_video({path}): frames must be uint8 HxWx3, got {frame.dtype} {frame.shape}")
+    with atomic.atomic_path(path) as tmp:  # the extension stays: OpenCV picks the container from it
+        try:
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise VideoError(f"write_video({path}): frames must be uint8 HxWx3, got {frame.dtype} "
+                                     f"{frame.shape}")
+                if writer is None:
+                    size = (frame.shape[1], frame.shape[0])
+                    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+                    if not writer.isOpened():
+                        raise VideoError(f"cannot open a video writer for {path} (mp4v codec unavailable?)")
+                elif (frame.shape[1], frame.shape[0]) != size:
+                    raise VideoError(f"write_video({path}): frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
+                                     f"expected {size[0]}x{size[1]}")
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                count += 1
             if writer is None:
-                size = (frame.shape[1], frame.shape[0])
-                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-                if not writer.isOpened():
-                    raise VideoError(f"cannot open a video writer for {path} (mp4v codec unavailable?)")
-            elif (frame.shape[1], frame.shape[0]) != size:
-                raise VideoError(f"write_video({path}): frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
-                                 f"expected {size[0]}x{size[1]}")
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            count += 1
-        if writer is None:
-            raise VideoError(f"write_video({path}): no frames to write")
-        writer.release()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.release()
-        if os.path.exists(tmp):
-            os.remove(tmp)
+                raise VideoError(f"write_video({path}): no frames to write")
+        finally:
+            if writer is not None:
+                writer.release()
     return count

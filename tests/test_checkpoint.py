@@ -225,11 +225,20 @@ def test_residual_flag_survives_convert_and_build_generator(tmp_path, capsys):
     plain = tmp_path / "plain.pth"
     torch.save(src.state_dict(), plain)
     conv = tmp_path / "residual.pth"
-    checkpoint.main(["convert", str(plain), str(conv), "--residual", "--note", "trained on X"])
+    checkpoint.main(["convert", str(plain), str(conv), "--residual", "matlab", "--note", "trained on X"])
     _, config = checkpoint.build_generator(conv)
-    assert config["residual"] is True
+    assert config["residual"] == "matlab"
     assert checkpoint.main(["info", str(conv)]) == 0
     out = capsys.readouterr().out
-    assert "residual (output added to the bicubic upscale): True" in out and "note: trained on X" in out
+    assert "residual (output added to the bicubic upscale): matlab" in out and "note: trained on X" in out
+    again = tmp_path / "again.pth"  # converting a project checkpoint keeps what it records
+    checkpoint.main(["convert", str(conv), str(again)])
+    assert checkpoint.read_checkpoint(again)[1]["residual"] == "matlab"
+    bare = tmp_path / "bare.pth"  # --residual alone: Pillow's bicubic, as the original's --residual
+    checkpoint.main(["convert", str(plain), str(bare), "--residual"])
+    assert checkpoint.build_generator(bare)[1]["residual"] == "pil"
     _, config = checkpoint.build_generator(plain)
     assert "residual" not in config  # an original file says nothing about it
+    assert checkpoint.residual_method(True) == "pil" and checkpoint.residual_method(False) is None
+    with pytest.raises(checkpoint.CheckpointError, match="residual"):
+        checkpoint.residual_method("lanczos")

@@ -228,20 +228,24 @@ def test_original_plain_state_dict_with_module_prefix_loads_without_flags(vid4_l
 
 
 def test_residual_checkpoint_adds_the_bicubic_upscale(small_folder, tmp_path, capsys):
-    """A project checkpoint saved with residual=True is run like ``-r`` without the flag."""
+    """A project checkpoint that records its residual mode runs like ``-r [method]`` without the flag."""
     import checkpoint
     import rbpn
 
     torch.manual_seed(0)
     net = rbpn.Net(**TINY_NET)
-    plain, residual = tmp_path / "plain.pth", tmp_path / "residual.pth"
+    plain, pil, matlab = tmp_path / "plain.pth", tmp_path / "pil.pth", tmp_path / "matlab.pth"
     checkpoint.save_generator(str(plain), net)
-    checkpoint.save_generator(str(residual), net, extra={"residual": True})
+    checkpoint.save_generator(str(pil), net, extra={"residual": True})  # True: Pillow, as the original
+    checkpoint.save_generator(str(matlab), net, extra={"residual": "matlab"})
+    runs = {"flag": ["-m", str(plain), "-r"], "auto": ["-m", str(pil)], "none": ["-m", str(plain)],
+            "flag_matlab": ["-m", str(plain), "-r", "matlab"], "auto_matlab": ["-m", str(matlab)]}
     outs = {}
-    for name, argv in (("flag", ["-m", str(plain), "-r"]), ("auto", ["-m", str(residual)]),
-                       ("none", ["-m", str(plain)])):
+    for name, argv in runs.items():
         code, err = _cli(["-u", "-i", str(small_folder), "-o", str(tmp_path / name)] + argv, capsys)
         assert code == 0, err
         outs[name] = load_rgb(str(tmp_path / name / "frames" / "003.png"))
     assert np.array_equal(outs["flag"], outs["auto"])
+    assert np.array_equal(outs["flag_matlab"], outs["auto_matlab"])
     assert not np.array_equal(outs["flag"], outs["none"])
+    assert not np.array_equal(outs["flag"], outs["flag_matlab"])

@@ -164,6 +164,26 @@ def test_gan_training_two_epochs_end_to_end(tmp_path, sample_dataset):
     assert "epoch 2, G " in log and "val Y-PSNR" in log
 
 
+def test_residual_run_validates_like_the_tester(tmp_path, sample_dataset, capsys):
+    """The best generator of a --residual run records its bicubic method, and the tester measures what training
+    validation measured on the same frames."""
+    import checkpoint
+    import iSeeBetterTest
+
+    out = tmp_path / "run"
+    assert run(["--data_dir", sample_dataset / "sequences", "--save_folder", out, "--nEpochs", "1", "--loss", "l1",
+                "--residual", "--degradation", "matlab", "--eval_dir", sample_dataset / "eval",
+                "--eval_file_list", "clip_test.txt"]) == 0
+    assert checkpoint.read_checkpoint(out / "netG_best_4.pth")[1]["residual"] == "matlab"
+    val = json.loads((out / "metrics.jsonl").read_text())["val_psnr"]
+    report = tmp_path / "report"
+    assert iSeeBetterTest.main(["-m", str(out / "netG_best_4.pth"), "--data_dir", str(sample_dataset / "eval"),
+                                "--file_list", "clip_test.txt", "-o", str(report), "--device", "cpu",
+                                "--no-save_frames"]) == 0
+    tested = json.loads((report / "metrics.json").read_text())["average"]["psnr_y"]
+    assert abs(tested - val) < 0.02, (tested, val)
+
+
 def test_pixel_loss_mode_has_no_discriminator(tmp_path, frame_folder, constant_flows):
     out = tmp_path / "run"
     assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "l1"]) == 0
