@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from errors import UserError, run_cli
+from options import str2bool
 from video_io import VideoError, iter_video, save_rgb
 
 URL_BASE = "http://data.csail.mit.edu/tofu"
@@ -404,15 +405,6 @@ def precompute_flows(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "y", "on"):
-        return True
-    if low in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
@@ -429,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample_eval_frames", type=int, default=30, help="frames of the evaluation clip")
     p.add_argument("--data_dir", default="./vimeo_septuplet/sequences")
     p.add_argument("--file_list", default="sep_trainlist.txt")
-    p.add_argument("--other_dataset", type=_bool, default=False)
-    p.add_argument("--future_frame", type=_bool, default=True)
+    p.add_argument("--other_dataset", type=str2bool, default=False)
+    p.add_argument("--future_frame", type=str2bool, default=True)
     p.add_argument("--nFrames", type=int, default=7)
     p.add_argument("--upscale_factor", type=int, default=4)
     p.add_argument("--degradation", choices=("pil", "matlab"), default="pil")

@@ -40,6 +40,7 @@ from inference import (
     super_resolve_clip,
     to_image,
 )
+from options import add_bool
 from video_io import is_image_file, is_video_file, iter_video, list_frames, load_rgb, save_rgb, video_info, write_video
 
 BICUBIC = "bicubic"
@@ -66,11 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1, help="kept for compatibility (inference uses one device)")
     p.add_argument("--data_dir", default="./Vid4", help="root of the frames named in --file_list")
     p.add_argument("--file_list", default="foliage_test.txt", help="list of frames (relative to --data_dir)")
-    p.add_argument("--other_dataset", action=argparse.BooleanOptionalAction, default=True,
-                   help="file_list lines are frame paths (default); --no-other_dataset: Vimeo septuplet folders, "
-                        "only the middle frame is evaluated")
-    p.add_argument("--future_frame", action=argparse.BooleanOptionalAction, default=True,
-                   help="use past and future neighbours (default) or past frames only")
+    add_bool(p, "other_dataset", True, "file_list lines are frame paths; off: Vimeo septuplet folders, only the "
+             "middle frame is evaluated")
+    add_bool(p, "future_frame", True, "use past and future neighbours; off: past frames only")
     p.add_argument("--nFrames", type=int, default=None, help="frames per window (default: the checkpoint's)")
     p.add_argument("--model_type", default="RBPN", help="only RBPN is supported")
     p.add_argument("-d", "--debug", action="store_true", help="Print debug spew.")
@@ -91,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip_frames", type=int, default=0, help="leave the first and last N frames out of the metrics")
     p.add_argument("--edge", choices=EDGE_MODES, default="centre",
                    help="neighbours beyond the clip ends: centre frame (original), reflect or clamp")
-    p.add_argument("--save_frames", action=argparse.BooleanOptionalAction, default=True,
-                   help="save the SR frames as PNG when evaluating (always saved with --upscale_only)")
+    add_bool(p, "save_frames", True, "save the SR frames as PNG when evaluating (always saved with --upscale_only)")
     return p
 
 

@@ -20,26 +20,7 @@ from torch import nn
 import logger
 import training
 from errors import UserError, run_cli
-
-TRUE_WORDS = ("1", "true", "yes", "y", "on")
-FALSE_WORDS = ("0", "false", "no", "n", "off")
-
-
-def str2bool(text: str) -> bool:
-    word = str(text).strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
-
-
-def add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
-    """``--name`` (or the original's ``--name True/False``) and ``--no-name``."""
-    dest = name.replace("-", "_")
-    parser.add_argument(f"--{name}", dest=dest, nargs="?", const=True, default=default, type=str2bool,
-                        metavar="BOOL", help=f"{help} (default: {default}; --no-{name} to switch off)")
-    parser.add_argument(f"--no-{name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
+from options import add_bool
 
 
 def build_parser() -> argparse.ArgumentParser:

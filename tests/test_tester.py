@@ -249,3 +249,14 @@ def test_residual_checkpoint_adds_the_bicubic_upscale(small_folder, tmp_path, ca
     assert np.array_equal(outs["flag_matlab"], outs["auto_matlab"])
     assert not np.array_equal(outs["flag"], outs["none"])
     assert not np.array_equal(outs["flag"], outs["flag_matlab"])
+
+
+def test_boolean_options_take_the_original_syntax_too():
+    parse = tester.build_parser().parse_args
+    assert parse([]).other_dataset and parse([]).future_frame and parse([]).save_frames
+    a = parse(["--other_dataset", "False", "--future_frame", "false", "--no-save_frames"])
+    assert (a.other_dataset, a.future_frame, a.save_frames) == (False, False, False)
+    b = parse(["--no-other_dataset", "--future_frame"])
+    assert (b.other_dataset, b.future_frame) == (False, True)
+    with pytest.raises(SystemExit):
+        parse(["--future_frame", "maybe"])
