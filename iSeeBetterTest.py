@@ -149,7 +149,14 @@ def clips_from_input(path: str) -> List[Clip]:
     return [_clip_from_path(s) for s in sources]
 
 
-def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFrames: int) -> List[Clip]:
+def septuplet_target(nFrames: int, future_frame: bool, count: int) -> int:
+    """Index of the evaluated frame of a Vimeo septuplet folder, as the original: im4 with future frames (any
+    nFrames), im{nFrames} with past frames only."""
+    return min(3 if future_frame else nFrames - 1, count - 1)
+
+
+def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFrames: int,
+                         future_frame: bool = True) -> List[Clip]:
     """The original's list: frame paths (grouped by folder into clips) or clip folders, relative to data_dir."""
     list_path = file_list if os.path.isfile(file_list) else os.path.join(data_dir, file_list)
     if not os.path.isfile(list_path):
@@ -161,7 +168,7 @@ def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFr
         if os.path.isdir(path):
             frames = list_frames(path)
             name = os.path.normpath(line)
-            targets = None if other_dataset else {min(nFrames // 2, len(frames) - 1)}
+            targets = None if other_dataset else {septuplet_target(nFrames, future_frame, len(frames))}
             clips[name] = Clip(name, frames=frames, targets=targets)
             continue
         if not is_image_file(path):
@@ -180,7 +187,7 @@ def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFr
 def resolve_clips(args: argparse.Namespace, nFrames: int) -> List[Clip]:
     if args.input:
         return clips_from_input(args.input)
-    return clips_from_file_list(args.data_dir, args.file_list, args.other_dataset, nFrames)
+    return clips_from_file_list(args.data_dir, args.file_list, args.other_dataset, nFrames, args.future_frame)
 
 
 # ----------------------------------------------------------------------------------------------------------- model

@@ -260,3 +260,11 @@ def test_boolean_options_take_the_original_syntax_too():
     assert (b.other_dataset, b.future_frame) == (False, True)
     with pytest.raises(SystemExit):
         parse(["--future_frame", "maybe"])
+
+
+def test_septuplet_target_frame_is_the_originals():
+    assert tester.septuplet_target(7, True, 7) == 3  # im4
+    assert tester.septuplet_target(3, True, 7) == 3  # im4 whatever nFrames (neighbours im3, im5)
+    assert tester.septuplet_target(7, False, 7) == 6  # im7: past frames only
+    assert tester.septuplet_target(5, False, 7) == 4  # im5
+    assert tester.septuplet_target(7, True, 2) == 1  # short folder: its last frame
