@@ -143,7 +143,7 @@ def resolve_pretrained(args: argparse.Namespace) -> str:
         if os.path.isfile(path):
             return path
     raise UserError(f"--pretrained: {args.pretrained_sr!r} not found (nor in --save_folder {args.save_folder!r}); "
-                    "download RBPN_4x.pth (see weights/README) or pass the file with --pretrained_sr PATH")
+                    "download RBPN_4x.pth (see weights/README.md) or pass the file with --pretrained_sr PATH")
 
 
 def build_criterion(args: argparse.Namespace):
