@@ -340,12 +340,12 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
     return rows
 
 
-def _skip(rows: List[dict], skip: int) -> List[dict]:
+def _skip(rows: List[dict], skip: int, count: Optional[int]) -> List[dict]:
+    """Rows of frames that are not among the first or last ``skip`` frames of a clip of ``count`` frames."""
     if skip <= 0:
         return rows
-    last = max(r["index"] for r in rows)
-    kept = [r for r in rows if skip <= r["index"] <= last - skip]
-    return kept
+    last = (count or max(r["index"] for r in rows) + 1) - 1
+    return [r for r in rows if skip <= r["index"] <= last - skip]
 
 
 def summarise(all_rows: Dict[str, List[dict]], args) -> dict:
@@ -429,7 +429,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     all_rows = {}
     for clip in clips:
-        rows = _skip(evaluate_clip(clip, model, config, args, device), args.skip_frames)
+        rows = _skip(evaluate_clip(clip, model, config, args, device), args.skip_frames, clip.count())
         if not rows:
             raise UserError(f"clip {clip.name}: --skip_frames {args.skip_frames} leaves no frame to measure")
         all_rows[clip.name] = rows

@@ -268,3 +268,14 @@ def test_septuplet_target_frame_is_the_originals():
     assert tester.septuplet_target(7, False, 7) == 6  # im7: past frames only
     assert tester.septuplet_target(5, False, 7) == 4  # im5
     assert tester.septuplet_target(7, True, 2) == 1  # short folder: its last frame
+
+
+def test_skip_frames_counts_from_both_ends_of_the_clip(vid4_like, tmp_path, capsys):
+    """With a frame list, --skip_frames drops the clip's first/last frames, not the last listed one."""
+    (vid4_like / "cal.txt").write_text("calendar/001.png\ncalendar/002.png\ncalendar/003.png\ncalendar/004.png\n")
+    out = tmp_path / "list"
+    code, err = _cli(["--data_dir", str(vid4_like), "--file_list", "cal.txt", "-o", str(out), "-m", "bicubic",
+                      "--skip_frames", "1", "--no-save_frames"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out / "per_frame.csv")))
+    assert [r["frame"] for r in rows] == ["002", "003", "004"]  # calendar has 5 frames: only 001 and 005 are edges
