@@ -21,11 +21,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from options import add_bool  # noqa: E402
+
 MODES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+ckpt": ("bf16", True),
          "fp32+ckpt": ("fp32", True), "fp16": ("fp16", False)}
 
 
-def run_mode(mode: str, steps: int, warmup: int, patch: int, device_name: str, threads: int) -> dict:
+def run_mode(mode: str, steps: int, warmup: int, patch: int, device_name: str, threads: int,
+             channels_last: bool = True) -> dict:
     """Build the full model and time ``steps`` training steps after ``warmup`` ones (runs in the child)."""
     import torch
 
@@ -41,8 +44,10 @@ def run_mode(mode: str, steps: int, warmup: int, patch: int, device_name: str, t
     netG = rbpn.Net(num_channels=3, base_filter=256, feat=64, num_stages=3, n_resblock=5, nFrames=7, scale_factor=4)
     netG.set_grad_checkpointing(ckpt)
     dist = training.DistInfo(0, 1, 0, device)
-    trainer = training.Trainer(netG.to(device), Discriminator().to(device), GeneratorLoss(vgg="random").to(device),
-                               "gan", 1e-4, dist, precision)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    trainer = training.Trainer(netG.to(device, memory_format=layout), Discriminator().to(device, memory_format=layout),
+                               GeneratorLoss(vgg="random").to(device), "gan", 1e-4, dist, precision,
+                               channels_last=channels_last)
     hr = patch * 4
     batch = (torch.rand(1, 3, patch, patch), torch.rand(1, 3, hr, hr), [torch.rand(1, 3, patch, patch)] * 6,
              [torch.randn(1, 2, patch, patch)] * 6, torch.rand(1, 3, hr, hr))
@@ -74,10 +79,12 @@ def main() -> int:
     p.add_argument("--patch", type=int, default=64, help="LR patch size")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_bool(p, "channels_last", True, "NHWC memory format, as iSeeBetterTrain.py's default")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_mode(args.child, args.steps, args.warmup, args.patch, args.device, args.threads)))
+        print(json.dumps(run_mode(args.child, args.steps, args.warmup, args.patch, args.device, args.threads,
+                                  args.channels_last)))
         return 0
     modes = args.modes.split(",")
     unknown = [m for m in modes if m not in MODES]
@@ -86,7 +93,8 @@ def main() -> int:
     results = []
     for mode in modes:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--patch", str(args.patch), "--device", args.device, "--threads", str(args.threads)]
+               str(args.warmup), "--patch", str(args.patch), "--device", args.device, "--threads", str(args.threads),
+               "--channels_last", str(args.channels_last)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -95,6 +103,7 @@ def main() -> int:
         print(json.dumps(results[-1]), flush=True)
     base = results[0]
     print(f"\nfull x4 RBPN + SRGAN D + VGG loss, batch 1, {args.patch}x{args.patch} LR, device {args.device}, "
+          f"channels_last {args.channels_last}, "
           f"{args.steps} timed step(s) after {args.warmup} warm-up; ratios vs {base['mode']}")
     mem_key = "peak_cuda_gib" if args.device.startswith("cuda") else "peak_rss_gib"
     print(f"| mode | s/step | x {base['mode']} time | peak memory (GiB) | x {base['mode']} memory |")
