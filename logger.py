@@ -165,10 +165,14 @@ class RunLogger:
 
         epochs = [r["epoch"] for r in self.records]
         fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 4))
+        values = []
         for key, label in (("g_loss", "G loss"), ("d_loss", "D loss"), ("pixel_loss", "pixel loss")):
             points = [(e, r[key]) for e, r in zip(epochs, self.records) if r.get(key) is not None]
             if points:
-                ax_loss.plot(*zip(*points), marker="o", label=label)
+                ax_loss.plot(*zip(*points), marker="." if len(points) > 30 else "o", label=label)
+                values += [v for _, v in points]
+        if values and min(values) > 0:
+            ax_loss.set_yscale("log")  # early epochs would otherwise flatten the rest of the curve
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("training loss")
         if ax_loss.get_legend_handles_labels()[0]:
