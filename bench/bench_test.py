@@ -1,10 +1,10 @@
 """Inference speed, peak memory and quality of the full x4 RBPN on a 176x144 clip: fp32 vs bf16 (+ channels_last).
 
 One run measures every configuration on the same frames and prints ratios against the fp32 baseline:
-frames/s (model only; the flows are computed once up front and shared), peak resident memory above the
-pre-run level (sampled from /proc every 5 ms), PSNR-Y of each configuration against the ground truth and the
-change against fp32, and PSNR-Y of each output against the fp32 output. It also measures tiled (--tile) against
-whole-frame fp32 output.
+frames/s (model only; the flows are computed once up front and shared), peak resident memory above the level
+before the first timed frame (sampled from /proc every 5 ms; each configuration runs in its own process, so the
+figures are comparable), PSNR-Y of each configuration against the ground truth and the change against fp32, and
+PSNR-Y of each output against the fp32 output. It also measures tiled (--tile) against whole-frame fp32 output.
 
 Clip: frames of the held-out ``bikes.mp4`` (640x272; found like ``DatasetFetcher.py --sample`` finds it, or
 ``--clip``), resized to a 704x576 "HR" (Vid4/CIF-like), degraded with MATLAB bicubic to 176x144 LR. Without
@@ -16,10 +16,14 @@ memory and the fp32-vs-bf16 output difference are measured. With ``--model`` (e.
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -93,6 +97,50 @@ def to_image(sr: torch.Tensor, lr: np.ndarray, residual) -> np.ndarray:
     return metrics.to_uint8(img)
 
 
+CONFIGS = {
+    "fp32": ("fp32", False, 0),
+    "fp32 +channels_last": ("fp32", True, 0),
+    "bf16 +channels_last": ("bf16", True, 0),
+    "fp32 +channels_last tiled": ("fp32", True, 1),
+}
+
+
+def build_net(model_path: Optional[str]):
+    """(network, residual method) from a checkpoint, or the full-size RBPN with seeded random weights."""
+    torch.manual_seed(0)
+    if model_path:
+        import checkpoint
+
+        net, config = checkpoint.build_generator(model_path, expect={"scale_factor": 4})
+        return net, config.get("residual")
+    import rbpn
+
+    return rbpn.Net(scale_factor=4, **rbpn.DEFAULT_CONFIG), None
+
+
+def child(name: str, inputs_path: str, out_path: str, model_path: Optional[str], tile: int, overlap: int) -> None:
+    """One configuration in a fresh process: time the frames, sample peak RSS, save the outputs."""
+    precision, cl, tiled = CONFIGS[name]
+    net, _ = build_net(model_path)
+    model = prepare_model(net, torch.device("cpu"), channels_last=cl)
+    if not cl:
+        model = model.to(memory_format=torch.contiguous_format)
+    windows = torch.load(inputs_path, weights_only=False)["windows"]
+    _, lr0, nbs0, flows0 = windows[0]
+    # Warm-up on a small crop (oneDNN kernel selection), not timed.
+    super_resolve(model, lr0[:32, :32], [n[:32, :32] for n in nbs0], [f[:, :32, :32] for f in flows0],
+                  precision=precision, channels_last=cl)
+    outs = []
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        for lr, nbs, flows in (w[1:] for w in windows):
+            outs.append(super_resolve(model, lr, nbs, flows, precision=precision, channels_last=cl,
+                                      tile=tile if tiled else 0, overlap=overlap))
+        seconds = time.perf_counter() - start
+    torch.save(outs, out_path)
+    print(json.dumps({"fps": len(windows) / seconds, "mem": mem.extra}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=2, help="frames to super-resolve per configuration")
@@ -101,21 +149,18 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=96, help="LR tile for the tiled-vs-whole check (0 = skip)")
     p.add_argument("--tile_overlap", type=int, default=16)
     p.add_argument("--clip", default=None, help="evaluation video (default: bikes.mp4 from the clip cache)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    residual = None
-    if args.model:
-        import checkpoint
-
-        net, config = checkpoint.build_generator(args.model, expect={"scale_factor": 4})
-        residual = config.get("residual")
-    else:
-        import rbpn
-
-        net = rbpn.Net(scale_factor=4, **rbpn.DEFAULT_CONFIG)
+    if args.child:
+        child(args.child, args.inputs, args.out, args.model, args.tile, args.tile_overlap)
+        return
+    net, residual = build_net(args.model)
     nF = net.nFrames
+    del net
     offsets = neighbour_offsets(nF, True)
     count = args.frames + max(offsets)  # enough frames that every measured frame has real neighbours where possible
     hr, lr = load_clip(count, args.clip or find_eval_clip())
@@ -124,52 +169,44 @@ def main() -> None:
     for t in targets:
         idx = [neighbour_index(t, o, len(lr), "centre") for o in offsets]
         flows = window_flows(lr[t], [lr[i] for i in idx], [i == t for i in idx])
-        windows.append((t, [lr[i] for i in idx], flows))
+        windows.append((t, lr[t], [lr[i] for i in idx], flows))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; RBPN x4 nFrames={nF} "
           f"({'weights ' + args.model if args.model else 'random weights'}); LR {lr[0].shape[1]}x{lr[0].shape[0]}, "
-          f"{len(targets)} frame(s) per configuration")
+          f"{len(targets)} frame(s) per configuration, each configuration in its own process")
 
-    configs = [("fp32", False), ("fp32", True), ("bf16", True)]
+    names = [n for n in CONFIGS if args.tile or not CONFIGS[n][2]]
     results = {}
-    for precision, cl in configs:
-        name = f"{precision}{' +channels_last' if cl else ''}"
-        model = prepare_model(net, torch.device("cpu"), channels_last=cl)
-        if not cl:
-            model = model.to(memory_format=torch.contiguous_format)
-        # Warm-up on a small crop (oneDNN kernel selection), not timed.
-        super_resolve(model, lr[0][:32, :32], [n[:32, :32] for n in windows[0][1]],
-                      [f[:, :32, :32] for f in windows[0][2]], precision=precision, channels_last=cl)
-        outs = []
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            for t, nbs, flows in windows:
-                outs.append(super_resolve(model, lr[t], nbs, flows, precision=precision, channels_last=cl))
-            seconds = time.perf_counter() - start
-        srs = [to_image(o, lr[t], residual) for o, t in zip(outs, targets)]
-        psnr = float(np.mean([metrics.psnr_y(s, hr[t]) for s, t in zip(srs, targets)]))
-        results[name] = dict(fps=len(windows) / seconds, mem=mem.extra, psnr=psnr, srs=srs, raw=outs)
-        print(f"  {name:22s} {len(windows) / seconds:.4f} frames/s  peak +{mem.extra:.0f} MiB  PSNR-Y {psnr:.3f} dB",
-              flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = os.path.join(tmp, "inputs.pt")
+        torch.save({"windows": windows}, inputs)
+        for name in names:
+            out = os.path.join(tmp, "out.pt")
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--inputs", inputs, "--out", out,
+                   "--threads", str(torch.get_num_threads()), "--tile", str(args.tile), "--tile_overlap",
+                   str(args.tile_overlap)] + (["--model", args.model] if args.model else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{name}: failed\n{proc.stderr[-2000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["raw"] = torch.load(out, weights_only=True)
+            r["srs"] = [to_image(o, lr[t], residual) for o, t in zip(r["raw"], targets)]
+            r["psnr"] = float(np.mean([metrics.psnr_y(s, hr[t]) for s, t in zip(r["srs"], targets)]))
+            results[name] = r
+            print(f"  {name:26s} {r['fps']:.4f} frames/s  peak +{r['mem']:.0f} MiB  PSNR-Y {r['psnr']:.3f} dB",
+                  flush=True)
 
     base = results["fp32"]
-    print("\nconfiguration           speed vs fp32   peak memory vs fp32   PSNR-Y change   PSNR-Y vs fp32 output")
+    print("\nconfiguration               speed vs fp32   peak memory vs fp32   PSNR-Y change   PSNR-Y vs fp32 output")
     for name, r in results.items():
         vs_ref = np.mean([metrics.psnr_y(a, b) for a, b in zip(r["srs"], base["srs"])])
-        print(f"  {name:22s} {r['fps'] / base['fps']:8.2f}x {r['mem'] / max(base['mem'], 1e-9):14.2f}x "
+        print(f"  {name:26s} {r['fps'] / base['fps']:8.2f}x {r['mem'] / max(base['mem'], 1e-9):14.2f}x "
               f"{r['psnr'] - base['psnr']:+14.3f} dB {vs_ref:12.2f} dB")
-
-    if args.tile:
-        model = prepare_model(net, torch.device("cpu"))
-        t, nbs, flows = windows[0]
-        with PeakRSS() as mem:
-            tiled = super_resolve(model, lr[t], nbs, flows, tile=args.tile, overlap=args.tile_overlap)
-        whole = results["fp32 +channels_last"]["raw"][0]
-        diff = (tiled - whole).abs() * 255
-        a = to_image(tiled, lr[t], residual)
-        b = results["fp32 +channels_last"]["srs"][0]
-        print(f"\ntiled (tile {args.tile}, overlap {args.tile_overlap}) vs whole frame, fp32: max |diff| "
-              f"{float(diff.max()):.4f}, mean |diff| {float(diff.mean()):.5f} (8-bit levels); PSNR-Y of tiled vs "
-              f"whole {metrics.psnr_y(a, b):.2f} dB; peak +{mem.extra:.0f} MiB vs +{base['mem']:.0f} MiB whole")
+    if "fp32 +channels_last tiled" in results:
+        tiled, whole = results["fp32 +channels_last tiled"], results["fp32 +channels_last"]
+        diff = max(float((a - b).abs().max()) for a, b in zip(tiled["raw"], whole["raw"])) * 255
+        print(f"\ntiled (tile {args.tile}, overlap {args.tile_overlap}) vs whole frame, fp32: max |diff| of the raw "
+              f"output {diff:.4f} (8-bit levels); PSNR-Y of tiled vs whole "
+              f"{np.mean([metrics.psnr_y(a, b) for a, b in zip(tiled['srs'], whole['srs'])]):.2f} dB")
 
 
 if __name__ == "__main__":
