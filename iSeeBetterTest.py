@@ -37,8 +37,8 @@ from inference import (
     check_precision,
     prepare_model,
     resolve_device,
+    sr_image,
     super_resolve_clip,
-    to_image,
 )
 from options import add_bool
 from video_io import is_image_file, is_video_file, iter_video, list_frames, load_rgb, save_rgb, video_info, write_video
@@ -249,10 +249,7 @@ def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, co
                                 precision=args.precision, device=device, flow_threads=args.threads,
                                 keep=None if keep is None else keep.__contains__)
     for t, payload, lr, sr in stream:
-        out = to_image(sr)
-        if args.residual:
-            out = out + bicubic_upscale(lr, scale, args.residual).astype(np.float64)
-        yield t, payload, lr, out
+        yield t, payload, lr, sr_image(sr, lr, scale, args.residual)
 
 
 def _progress(clip: Clip):

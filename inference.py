@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dataset import compute_flows, neighbour_offsets
+from dataset import bicubic_upscale, compute_flows, neighbour_offsets
 from errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -214,7 +214,16 @@ def super_resolve(model: torch.nn.Module, lr: Image, neighbours: Sequence[Image]
 
 def to_image(sr: torch.Tensor) -> np.ndarray:
     """(3,H,W) float tensor in [0, 1] (unclamped) -> HxWx3 float64 array on the 0..255 scale (still unclamped)."""
-    return sr.permute(1, 2, 0).double().numpy() * 255.0
+    return sr.detach().cpu().permute(1, 2, 0).double().numpy() * 255.0
+
+
+def sr_image(sr: torch.Tensor, lr: np.ndarray, scale: int, residual: Optional[str] = None) -> np.ndarray:
+    """The SR frame a model's raw output stands for: ``to_image(sr)``, plus the ``residual`` ("pil" / "matlab")
+    bicubic upscale of the LR frame for generators trained with ``--residual``. Float64 on 0..255, unclamped."""
+    out = to_image(sr)
+    if residual:
+        out = out + bicubic_upscale(lr, scale, residual).astype(np.float64)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -459,7 +459,7 @@ def read_training_state(path: str) -> Dict:
 
 
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> HxWx3 uint8, clamped and rounded."""
+    """(3, H, W) float in [0, 1] -> HxWx3 uint8, clamped and rounded (exact for dataset frames, which are k/255)."""
     return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
@@ -480,7 +480,7 @@ def validate(
     training (``--residual`` with ``--degradation``), or None.
     """
     import metrics
-    from dataset import bicubic_upscale
+    from inference import sr_image
 
     was_training = model.training
     model.eval()
@@ -493,11 +493,8 @@ def validate(
                 sr = model(inp, neighbours, flows)
             sr = sr.float()
             for i in range(sr.shape[0]):
-                out = sr[i]
-                if residual:
-                    base = bicubic_upscale(tensor_to_uint8(inp[i]), scale, residual)
-                    out = out + torch.from_numpy(base).to(out).permute(2, 0, 1) / 255.0
-                pred, gt = tensor_to_uint8(out), tensor_to_uint8(target[i])
+                pred = metrics.to_uint8(sr_image(sr[i], tensor_to_uint8(inp[i]), scale, residual))
+                gt = tensor_to_uint8(target[i])
                 psnrs.append(metrics.psnr_y(pred, gt))
                 ssims.append(metrics.ssim_y(pred, gt))
                 if max_frames and len(psnrs) >= max_frames:

@@ -33,8 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import metrics  # noqa: E402
-from dataset import bicubic_upscale, degrade, neighbour_offsets  # noqa: E402
-from inference import neighbour_index, prepare_model, super_resolve, window_flows  # noqa: E402
+from dataset import degrade, neighbour_offsets  # noqa: E402
+from inference import neighbour_index, prepare_model, sr_image, super_resolve, window_flows  # noqa: E402
 from video_io import iter_video  # noqa: E402
 
 
@@ -87,14 +87,6 @@ def load_clip(n: int, path: str):
         if len(hr) == n:
             break
     return hr, [degrade(h, 4, "matlab") for h in hr]
-
-
-def to_image(sr: torch.Tensor, lr: np.ndarray, residual) -> np.ndarray:
-    """Network output (3, H, W) in [0, 1] -> uint8 HxWx3, plus the bicubic base of a residual checkpoint."""
-    img = sr.permute(1, 2, 0).numpy().astype(np.float64) * 255.0
-    if residual:
-        img = img + bicubic_upscale(lr, 4, residual)
-    return metrics.to_uint8(img)
 
 
 CONFIGS = {
@@ -189,7 +181,7 @@ def main() -> None:
                 sys.exit(f"{name}: failed\n{proc.stderr[-2000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             r["raw"] = torch.load(out, weights_only=True)
-            r["srs"] = [to_image(o, lr[t], residual) for o, t in zip(r["raw"], targets)]
+            r["srs"] = [metrics.to_uint8(sr_image(o, lr[t], 4, residual)) for o, t in zip(r["raw"], targets)]
             r["psnr"] = float(np.mean([metrics.psnr_y(s, hr[t]) for s, t in zip(r["srs"], targets)]))
             results[name] = r
             print(f"  {name:26s} {r['fps']:.4f} frames/s  peak +{r['mem']:.0f} MiB  PSNR-Y {r['psnr']:.3f} dB",
