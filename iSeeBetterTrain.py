@@ -283,8 +283,7 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
             netG.set_grad_checkpointing(True)
         if args.pretrained and not state:
             source = resolve_pretrained(args)
-            _, meta = checkpoint.read_checkpoint(source)
-            checkpoint.load_into(netG, source, what="generator")
+            meta = checkpoint.load_into(netG, source, what="generator")
             if main:
                 logger.info(f"loaded pretrained generator {source}")
             if meta is not None and meta.get("residual") and not args.residual:

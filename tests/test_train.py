@@ -213,6 +213,21 @@ def test_pretrained_generator_with_module_prefix(tmp_path, frame_folder, constan
              "--pretrained_sr", tmp_path / "missing.pth"])
 
 
+def test_pretrained_residual_checkpoint_keeps_residual(tmp_path, frame_folder, constant_flows):
+    """Fine-tuning a project checkpoint saved with residual output keeps --residual on, without the flag."""
+    import checkpoint
+    import rbpn
+
+    net = rbpn.Net(num_channels=3, base_filter=8, feat=8, num_stages=3, n_resblock=1, nFrames=3, scale_factor=4)
+    source = tmp_path / "psnr.pth"
+    checkpoint.save_generator(str(source), net, extra={"residual": "pil"})
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "mse",
+                "--pretrained", "--pretrained_sr", source]) == 0
+    state = checkpoint.read_training_state(out / "training_state_4_1.pth")
+    assert state["args"]["residual"] is True
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Resume, NaN stop
 
