@@ -1,12 +1,20 @@
 """Atomic file writes: write beside the target, then rename over it, so a crash never leaves a half-written file.
 
 Every file the project writes for the user (checkpoints, frames, videos, logs, plots, flow caches) goes through here.
+Temporary files are named ``.tmp_<host>_<pid>_<random><ext>``; ``remove_stale_temps`` deletes those left behind by a
+process of this machine that no longer runs (a SIGKILL during a save), and only those.
 """
 
 import contextlib
+import errno
+import hashlib
 import os
+import re
+import socket
 import tempfile
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
+
+TEMP_PREFIX = ".tmp_"
 
 
 def _umask() -> int:
@@ -16,6 +24,12 @@ def _umask() -> int:
 
 
 _MODE = 0o666 & ~_umask()  # what open() would have given the file
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"^\.tmp_([0-9a-f]{8})_(\d+)_")
+
+
+def _temp_prefix() -> str:
+    return f"{TEMP_PREFIX}{_HOST}_{os.getpid()}_"
 
 
 @contextlib.contextmanager
@@ -23,10 +37,12 @@ def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
     """Yield a temporary path in ``path``'s folder (same extension unless ``suffix``); when the block succeeds the
     file gets the usual permissions and replaces ``path``, otherwise it is removed and ``path`` is untouched."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     ext = os.path.splitext(path)[1] if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=ext, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix=ext, dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -41,11 +57,48 @@ def write_bytes(path: str, data: bytes, fsync: bool = False) -> None:
     """Write ``data`` to ``path`` atomically (``fsync`` first for files that must survive a power cut)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+        f.flush()
         if fsync:
-            f.flush()
             os.fsync(f.fileno())
 
 
 def write_text(path: str, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically (newlines as given)."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str) -> List[str]:
+    """Delete our temporary files in ``folder`` whose writer (a process of this host) is gone; returns their paths.
+
+    Files of other hosts (a shared file system), of running processes and of any other naming are left alone.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if not match or match.group(1) != _HOST:
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
+                removed.append(path)
+        except OSError:
+            pass
+    return removed

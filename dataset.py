@@ -24,20 +24,17 @@ from PIL import Image
 from errors import UserError
 from flow_cache import FlowCache, cache_key, crop_and_augment
 from imresize import imresize
+from options import DEGRADATIONS
 from video_io import (
     VIDEO_EXTENSIONS,
     VideoError,
-    is_image_file,
-    is_video_file,
+    find_video_sources,
     iter_video,
     list_frames,
     load_rgb,
-    natural_key,
     read_frames,
     video_info,
 )
-
-DEGRADATIONS = ("pil", "matlab")
 
 
 class DataError(UserError):
@@ -398,28 +395,6 @@ class DatasetFromFolderTest(_ListDataset):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Video folder dataset (new)
-
-
-def find_video_sources(data_dir: str) -> List[str]:
-    """Videos and frame folders in ``data_dir`` (or ``data_dir`` itself when it is a video or a frame folder)."""
-    data_dir = os.fspath(data_dir)
-    if os.path.isfile(data_dir):
-        return [data_dir] if is_video_file(data_dir) else []
-    if not os.path.isdir(data_dir):
-        return []
-    names = sorted(os.listdir(data_dir), key=natural_key)
-    if any(is_image_file(n) for n in names):
-        return [data_dir]
-    sources = []
-    for n in names:
-        p = os.path.join(data_dir, n)
-        if n.startswith("."):
-            continue
-        if os.path.isfile(p) and is_video_file(p):
-            sources.append(p)
-        elif os.path.isdir(p) and any(is_image_file(m) for m in os.listdir(p)):
-            sources.append(p)
-    return sources
 
 
 class VideoFolderDataset(_SequenceDataset):

@@ -13,45 +13,63 @@ Inputs: ``--input`` (a video file, a frame folder, or a folder of clip folders /
 may also name a whole clip folder).
 """
 
+from __future__ import annotations
+
 import argparse
 import csv
 import io
 import json
 import os
+import tempfile
 import time
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
-import torch
 
 import atomic
 import logger
 import metrics
-from dataset import DEGRADATIONS, bicubic_upscale, degrade, find_video_sources, modcrop, read_list_file
-from errors import UserError, run_cli
-from inference import (
+from errors import UserError, run_cli, user_error_from_os
+from options import (
     DEFAULT_OVERLAP,
+    DEFAULT_WEIGHTS,
+    DEGRADATIONS,
     EDGE_MODES,
     PRECISIONS,
-    check_precision,
-    prepare_model,
-    resolve_device,
-    sr_image,
-    super_resolve_clip,
+    PROJECT_ROOT,
+    add_bool,
+    check_positive,
 )
-from options import add_bool
-from video_io import is_image_file, is_video_file, iter_video, list_frames, load_rgb, save_rgb, video_info, write_video
+from video_io import (
+    find_video_sources,
+    is_image_file,
+    is_video_file,
+    iter_video,
+    list_frames,
+    load_rgb,
+    save_rgb,
+    video_info,
+    write_video,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the modules built on it (dataset, inference, checkpoint) are imported where they are used, so that ``-h``
+# and option errors are instant.
 
 BICUBIC = "bicubic"
+TINY_TILE = 32  # LR tiles smaller than this (or mostly overlap) make tiled inference many times slower
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="iSeeBetter: upscale a video/frames (-u) or evaluate PSNR/SSIM on HR clips")
     # The original's options (same names, short flags and defaults unless noted).
-    p.add_argument("-m", "--model", default="weights/iSeeBetter_x4_psnr.pth",
+    p.add_argument("-m", "--model", default=None,
                    help="generator checkpoint (original state_dict with/without 'module.', or project checkpoint); "
-                        "'bicubic' for the bicubic baseline")
+                        f"'bicubic' for the bicubic baseline (default: the shipped {DEFAULT_WEIGHTS})")
     p.add_argument("-o", "--output", default="Results/", help="Location to save test results")
     p.add_argument("-s", "--upscale_factor", type=int, default=None,
                    help="super resolution upscale factor (default: the checkpoint's; 4 for bicubic)")
@@ -97,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------------------- clips
 
 
+def unique_stems(paths: List[str]) -> List[str]:
+    """Output names for ``paths``: the stem (name without extension), or ``stem_ext`` where stems collide
+    (``b.mp4`` beside ``b.avi`` -> ``b_mp4``, ``b_avi``; a folder ``b/`` keeps ``b``)."""
+    stems = [os.path.splitext(os.path.basename(os.path.normpath(p)))[0] if os.path.isfile(p)
+             else os.path.basename(os.path.normpath(p)) for p in paths]
+    counts = Counter(stems)
+    names = []
+    for path, stem in zip(paths, stems):
+        ext = os.path.splitext(path)[1].lstrip(".") if os.path.isfile(path) else ""
+        names.append(f"{stem}_{ext}" if counts[stem] > 1 and ext else stem)
+    repeated = [n for n, c in Counter(names).items() if c > 1]
+    if repeated:
+        raise UserError(f"two inputs would share the output name {repeated[0]!r}; rename one of them")
+    return names
+
+
 @dataclass
 class Clip:
     """One sequence to process: a video file or an ordered list of frame files."""
@@ -106,6 +140,11 @@ class Clip:
     frames: Optional[List[str]] = None
     targets: Optional[Set[int]] = None  # frame indices to produce (None = all)
     fps: float = 25.0
+    frame_names: List[str] = field(default_factory=list)  # unique output names of ``frames``
+
+    def __post_init__(self) -> None:
+        if self.frames is not None:
+            self.frame_names = unique_stems(self.frames)
 
     def count(self) -> Optional[int]:
         if self.frames is not None:
@@ -114,8 +153,12 @@ class Clip:
 
     def frame_name(self, t: int) -> str:
         if self.frames is not None:
-            return os.path.splitext(os.path.basename(self.frames[t]))[0]
+            return self.frame_names[t]
         return f"{t + 1:05d}"
+
+    def inputs(self) -> List[str]:
+        """The files this clip reads."""
+        return [self.video] if self.video is not None else list(self.frames)
 
     def iter_frames(self) -> Iterator[np.ndarray]:
         if self.video is not None:
@@ -125,8 +168,7 @@ class Clip:
                 yield load_rgb(path)
 
 
-def _clip_from_path(path: str, name: Optional[str] = None) -> Clip:
-    name = name or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+def _clip_from_path(path: str, name: str) -> Clip:
     if os.path.isdir(path):
         return Clip(name, frames=list_frames(path))
     info = video_info(path)
@@ -140,13 +182,11 @@ def clips_from_input(path: str) -> List[Clip]:
     if os.path.isfile(path):
         if not is_video_file(path):
             raise UserError(f"{path} is not a video file (mp4, avi, mov, mkv, ...); for images pass their folder")
-        return [_clip_from_path(path)]
+        return [_clip_from_path(path, unique_stems([path])[0])]
     sources = find_video_sources(path)
     if not sources:
         raise UserError(f"no frames, clip folders or videos in {path}; pass a video file or a folder of frames")
-    if sources == [path]:
-        return [_clip_from_path(path)]
-    return [_clip_from_path(s) for s in sources]
+    return [_clip_from_path(s, name) for s, name in zip(sources, unique_stems(sources))]
 
 
 def septuplet_target(nFrames: int, future_frame: bool, count: int) -> int:
@@ -162,6 +202,8 @@ def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFr
     if not os.path.isfile(list_path):
         raise UserError(f"file list {list_path} not found; pass --input VIDEO|FOLDER, or --data_dir and --file_list "
                         f"of an existing list")
+    from dataset import read_list_file
+
     clips: Dict[str, Clip] = {}
     for line in read_list_file(list_path):
         path = os.path.join(data_dir, line)
@@ -190,7 +232,90 @@ def resolve_clips(args: argparse.Namespace, nFrames: int) -> List[Clip]:
     return clips_from_file_list(args.data_dir, args.file_list, args.other_dataset, nFrames, args.future_frame)
 
 
+# ---------------------------------------------------------------------------------------------------------- output
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def planned_outputs(clip: Clip, args: argparse.Namespace) -> Tuple[Optional[str], List[str]]:
+    """(folder of SR frames or None, other files) that processing ``clip`` writes under ``--output``."""
+    out = args.output
+    files = [os.path.join(out, clip.name + "_compare.png")]
+    if args.upscale_only:
+        if clip.video is not None:
+            files.append(os.path.join(out, clip.name + ".mp4"))
+    else:
+        files.append(os.path.join(out, clip.name + "_psnr.png"))
+    save = args.upscale_only or args.save_frames
+    return (os.path.join(out, clip.name) if save else None), files
+
+
+def _planned_frame_files(clip: Clip) -> Optional[Set[str]]:
+    """Names of the SR frames the clip writes into its folder; None when a video does not say how many it has."""
+    count = clip.count()
+    if count is None:
+        return None
+    indices = range(count) if clip.targets is None else clip.targets
+    return {clip.frame_name(t) + ".png" for t in indices}
+
+
+def check_output(clips: List[Clip], args: argparse.Namespace) -> None:
+    """Before any work: ``--output`` is a writable folder, no output path resolves to an input (symlinks included)
+    and no clip folder holds frames of an earlier run that this one would leave mixed in. Removes our own stale
+    temporary files (a killed earlier run)."""
+    out = args.output
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output {out} is a file; pass a folder (it is created if missing)")
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=atomic.TEMP_PREFIX, dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot write to --output") from exc
+
+    input_files = {_real(p) for clip in clips for p in clip.inputs()}
+    input_folders = {os.path.dirname(_real(p)) for clip in clips if clip.frames is not None for p in clip.frames}
+    fixed = [] if args.upscale_only else [os.path.join(out, "metrics.json"), os.path.join(out, "per_frame.csv")]
+    for path in fixed:
+        if os.path.isdir(path):
+            raise UserError(f"{path} is a folder; remove it or choose another --output")
+    for clip in clips:
+        folder, files = planned_outputs(clip, args)
+        for path in files + fixed:
+            real = _real(path)
+            if real in input_files or os.path.dirname(real) in input_folders:
+                what = "is" if real in input_files else "would be written into the frame folder of"
+                raise UserError(f"--output {out}: {path} {what} an input of this run; choose an --output folder "
+                                "apart from the inputs (nothing was written)")
+        if folder is None:
+            continue
+        if _real(folder) in input_folders or _real(folder) in input_files:
+            raise UserError(f"--output {out}: the SR frames of {clip.name} would go into {folder}, which holds input "
+                            "frames; choose an --output folder apart from the inputs (nothing was written)")
+        if os.path.isfile(folder):
+            raise UserError(f"{folder} is a file but the SR frames of {clip.name} go into a folder of that name; "
+                            "remove it or choose another --output")
+        if os.path.isdir(folder):
+            atomic.remove_stale_temps(folder)
+            existing = {n for n in os.listdir(folder) if not n.startswith(".")}
+            planned = _planned_frame_files(clip)
+            extra = sorted(existing - planned) if planned is not None else sorted(existing)
+            if extra:
+                raise UserError(f"{folder} already holds {len(extra)} file(s) that this run would not replace "
+                                f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}), from an earlier run or "
+                                "another clip; empty that folder or choose another --output so results do not mix")
+    atomic.remove_stale_temps(out)
+
+
 # ----------------------------------------------------------------------------------------------------------- model
+
+
+def default_model_path() -> str:
+    """The shipped weights, found relative to the project (not the current folder)."""
+    return os.path.join(PROJECT_ROOT, DEFAULT_WEIGHTS)
 
 
 def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module], dict]:
@@ -199,6 +324,8 @@ def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module],
         return None, {"scale_factor": args.upscale_factor or 4, "nFrames": 1}
     if args.model_type != "RBPN":
         raise UserError(f"--model_type {args.model_type} is not supported; only RBPN")
+    if os.path.isdir(args.model):
+        raise UserError(f"--model {args.model} is a folder; pass the checkpoint file inside it (PATH.pth)")
     if not os.path.isfile(args.model):
         raise UserError(f"model checkpoint {args.model} not found; pass --model PATH.pth (original or project "
                         f"checkpoint) or --model bicubic for the baseline (random weights are never used)")
@@ -237,6 +364,9 @@ def _same_size(stream: Iterator[np.ndarray], clip: Clip) -> Iterator[np.ndarray]
 def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, config: dict, args, device
                ) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
     """(t, payload, lr, SR as float HxWx3 on 0..255, unclamped) for every target frame of the clip."""
+    from dataset import bicubic_upscale
+    from inference import sr_image, super_resolve_clip
+
     scale = config["scale_factor"]
     keep = clip.targets
     if model is None:
@@ -259,54 +389,72 @@ def _progress(clip: Clip):
     return tqdm(total=total, unit="frame", desc=clip.name, dynamic_ncols=True, leave=True)
 
 
+def _warn_if_truncated(clip: Clip, decoded: int) -> None:
+    """A video whose header promises more frames than decode: say so (the run still uses what decoded)."""
+    if clip.video is None or clip.targets is not None:
+        return
+    header = clip.count()
+    if header is not None and decoded < header:
+        logger.warning(f"{clip.name}: the video header says {header} frames but only {decoded} decoded "
+                       f"(truncated or damaged file?); the output has {decoded} frames")
+
+
 def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
     """SR frames as PNG in ``<output>/<clip>/``, an mp4 for video input, and ``<clip>_compare.png`` (bicubic | SR)."""
+    from dataset import bicubic_upscale
+
     folder = os.path.join(args.output, clip.name)
     items = ((lr, None) for lr in _same_size(clip.iter_frames(), clip))
     saved = []
     middle = (clip.count() or 1) // 2
-    shown = None
+    shown, last = None, None
     with _progress(clip) as bar:
         for t, _, lr, sr in _sr_frames(clip, items, model, config, args, device):
             path = os.path.join(folder, clip.frame_name(t) + ".png")
             sr8 = metrics.to_uint8(sr)
             save_rgb(path, sr8)
             saved.append(path)
+            last = (t, lr, sr8)
             if shown is None and t >= middle:
-                shown = (lr, sr8)
+                shown = last
             bar.update(1)
+    _warn_if_truncated(clip, len(saved))
     if clip.video is not None:
         mp4 = os.path.join(args.output, clip.name + ".mp4")
         write_video(mp4, (load_rgb(p) for p in saved), clip.fps)
         logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/ and {mp4} ({clip.fps:g} fps)")
     else:
         logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/")
+    shown = shown or last
     if shown is not None and model is not None:
         import plots
 
-        lr, sr8 = shown
+        t, lr, sr8 = shown
         bic = bicubic_upscale(lr, config["scale_factor"], "pil")
         compare = os.path.join(args.output, clip.name + "_compare.png")
         plots.side_by_side(compare, [("bicubic", bic), ("iSeeBetter", sr8)])
-        logger.info(f"{clip.name}: side-by-side (bicubic | iSeeBetter) of frame {clip.frame_name(middle)} -> "
-                    f"{compare}")
+        logger.info(f"{clip.name}: side-by-side (bicubic | iSeeBetter) of frame {clip.frame_name(t)} -> {compare}")
 
 
 def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
     """Per-frame metrics of one clip (all frames; the caller applies --skip_frames)."""
+    from dataset import bicubic_upscale, degrade, modcrop
+
     scale = config["scale_factor"]
 
     def items():
         for hr in _same_size(clip.iter_frames(), clip):
+            size = hr.shape[:2]
             hr = modcrop(hr, scale)
             if min(hr.shape[:2]) - 2 * args.crop_border < 11:
-                raise UserError(f"clip {clip.name}: frames of {hr.shape[1]}x{hr.shape[0]} are too small to measure "
-                                f"(SSIM needs 11x11 px after --crop_border {args.crop_border})")
+                raise UserError(f"clip {clip.name}: frames of {size[1]}x{size[0]} ({hr.shape[1]}x{hr.shape[0]} after "
+                                f"cropping to a multiple of x{scale}) are too small to measure (SSIM needs 11x11 px "
+                                f"after --crop_border {args.crop_border})")
             yield degrade(hr, scale, args.degradation), hr
 
     count = len(clip.targets) if clip.targets is not None else clip.count()
     middle = sorted(clip.targets)[len(clip.targets) // 2] if clip.targets else max((count or 1) - 1, 0) // 2
-    rows, shown = [], None
+    rows, shown, last = [], None, None
     with _progress(clip) as bar:
         for t, hr, lr, sr in _sr_frames(clip, items(), model, config, args, device):
             sr8 = metrics.to_uint8(sr)
@@ -322,18 +470,20 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
             rows.append(row)
             if args.save_frames:
                 save_rgb(os.path.join(args.output, clip.name, clip.frame_name(t) + ".png"), sr8)
+            last = (bic if bic is not None else sr8, sr8, hr)
             if shown is None and t >= middle:
-                shown = (bic if bic is not None else sr8, sr8, hr)
+                shown = last
             bar.set_postfix(psnr_y=f"{row['psnr_y']:.2f}")
             bar.update(1)
     if not rows:
         raise UserError(f"clip {clip.name}: no frame was evaluated")
-    if shown is not None:
-        import plots
+    _warn_if_truncated(clip, len(rows))
+    shown = shown or last
+    import plots
 
-        label = "iSeeBetter" if model is not None else "bicubic"
-        plots.side_by_side(os.path.join(args.output, clip.name + "_compare.png"),
-                           [("bicubic", shown[0]), (label, shown[1]), ("ground truth", shown[2])])
+    label = "iSeeBetter" if model is not None else "bicubic"
+    plots.side_by_side(os.path.join(args.output, clip.name + "_compare.png"),
+                       [("bicubic", shown[0]), (label, shown[1]), ("ground truth", shown[2])])
     return rows
 
 
@@ -346,7 +496,9 @@ def _skip(rows: List[dict], skip: int, count: Optional[int]) -> List[dict]:
 
 
 def summarise(all_rows: Dict[str, List[dict]], args) -> dict:
-    """metrics.json content: per-clip means and the benchmark average (mean of the per-clip means)."""
+    """metrics.json content: per-clip means and the benchmark average (mean of the per-clip means).
+
+    A frame equal to its reference has PSNR ``metrics.PSNR_MAX_DB`` (100 dB); ``psnr_capped_frames`` counts them."""
     keys = ["psnr_y", "ssim_y"] + (["psnr_rgb"] if args.metric == "rgb" else [])
     if any("psnr_y_bicubic" in r for rows in all_rows.values() for r in rows):
         keys.append("psnr_y_bicubic")
@@ -354,28 +506,22 @@ def summarise(all_rows: Dict[str, List[dict]], args) -> dict:
     for name, rows in all_rows.items():
         clip = {k: float(np.mean([r[k] for r in rows])) for k in keys}
         clip["frames"] = len(rows)
+        clip["psnr_capped_frames"] = sum(metrics.is_capped(r["psnr_y"]) for r in rows)
         clips[name] = clip
     average = {k: metrics.mean_of_means(clips, k) for k in keys}
+    average["psnr_capped_frames"] = sum(c["psnr_capped_frames"] for c in clips.values())
     return {"clips": clips, "average": average,
             "protocol": {"model": args.model, "degradation": args.degradation, "crop_border": args.crop_border,
                          "skip_frames": args.skip_frames, "channel": "Y (BT.601, MATLAB rgb2ycbcr)",
-                         "sr_rounded_to_uint8": True, "average": "mean of per-clip means"}}
-
-
-def _finite(obj):
-    """JSON-safe copy: infinite PSNR (identical images) becomes null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+                         "sr_rounded_to_uint8": True, "average": "mean of per-clip means",
+                         "psnr_cap_db": metrics.PSNR_MAX_DB}}
 
 
 def write_reports(all_rows: Dict[str, List[dict]], args) -> dict:
     import plots
 
     summary = summarise(all_rows, args)
-    atomic.write_text(os.path.join(args.output, "metrics.json"), json.dumps(_finite(summary), indent=2) + "\n")
+    atomic.write_text(os.path.join(args.output, "metrics.json"), json.dumps(summary, indent=2) + "\n")
     fields = ["clip", "index", "frame", "psnr_y", "ssim_y", "psnr_y_bicubic", "psnr_rgb"]
     fields = [f for f in fields if any(f in r for rows in all_rows.values() for r in rows)]
     buf = io.StringIO()
@@ -396,15 +542,43 @@ def write_reports(all_rows: Dict[str, List[dict]], args) -> dict:
 # ------------------------------------------------------------------------------------------------------------ main
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logger.initLogger(args.debug)
-    torch.manual_seed(args.seed)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Option errors (naming the option) before anything is loaded; a warning for tiles that would be slow."""
     for name in ("tile", "tile_overlap", "crop_border", "skip_frames", "threads"):
         if getattr(args, name) < 0:
-            raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}")
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    check_positive(parser, args, ("upscale_factor", "nFrames"))
     if args.tile and args.tile_overlap >= args.tile:
-        raise UserError(f"--tile_overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+        parser.error(f"--tile_overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    if args.model is None:
+        args.model = default_model_path()
+
+
+def tile_warning(tile: int, overlap: int) -> Optional[str]:
+    """A warning when tiles are so small, or overlap so much, that tiled inference repeats most of its work."""
+    if not tile:
+        return None
+    redundancy = (tile / (tile - overlap)) ** 2
+    if tile < TINY_TILE or redundancy > 4:
+        return (f"--tile {tile} with --tile_overlap {overlap} computes each pixel about {redundancy:.0f}x (tile step "
+                f"{tile - overlap} px{', tiles under ' + str(TINY_TILE) + ' px' if tile < TINY_TILE else ''}): this is "
+                f"many times slower; use --tile 128 or more (or 0 = whole frame) if memory allows")
+    return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    logger.initLogger(args.debug)
+    import torch
+
+    from inference import check_precision, prepare_model, resolve_device
+
+    torch.manual_seed(args.seed)
+    warning = tile_warning(args.tile, args.tile_overlap)
+    if warning:
+        logger.warning(warning)
     if args.gpus > 1 or args.testBatchSize > 1:
         logger.warning("--gpus/--testBatchSize > 1 are ignored: inference runs one frame at a time on one device")
     device = resolve_device(args.device, args.gpu_mode)
@@ -413,6 +587,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if model is not None:
         model = prepare_model(model, device)
     clips = resolve_clips(args, config["nFrames"])
+    check_output(clips, args)
     logger.info(f"{len(clips)} clip(s), x{config['scale_factor']}, device {device}, precision {args.precision}"
                 + (f", tile {args.tile}/{args.tile_overlap}" if args.tile else "")
                 + (", chop_forward" if args.chop_forward and not args.tile else ""))
@@ -431,6 +606,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UserError(f"clip {clip.name}: --skip_frames {args.skip_frames} leaves no frame to measure")
         all_rows[clip.name] = rows
         extra = f", PSNR-RGB(original) {np.mean([r['psnr_rgb'] for r in rows]):.2f} dB" if args.metric == "rgb" else ""
+        capped = sum(metrics.is_capped(r["psnr_y"]) for r in rows)
+        if capped:
+            extra += f", {capped} frame(s) equal to the reference (PSNR capped at {metrics.PSNR_MAX_DB:g} dB)"
         logger.info(f"{clip.name}: PSNR-Y {np.mean([r['psnr_y'] for r in rows]):.2f} dB, "
                     f"SSIM-Y {np.mean([r['ssim_y'] for r in rows]):.4f} ({len(rows)} frames){extra}")
     summary = write_reports(all_rows, args)

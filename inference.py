@@ -21,10 +21,8 @@ import torch
 
 from dataset import bicubic_upscale, compute_flows, neighbour_offsets
 from errors import UserError
+from options import DEFAULT_OVERLAP, EDGE_MODES, PRECISIONS  # noqa: F401  (re-exported)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-EDGE_MODES = ("centre", "reflect", "clamp")
-DEFAULT_OVERLAP = 16
 CHOP_SHAVE = 8
 CHOP_MIN_SIZE = 2000
 

@@ -16,7 +16,7 @@ import numpy as np
 
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
 Y_OFFSET = 16.0
-PSNR_IDENTICAL = float("inf")
+PSNR_MAX_DB = 100.0  # cap: identical images (mse = 0) give this, as the original RBPN/DBPN evaluation code
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
@@ -45,15 +45,22 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:
     """PSNR in dB between two images on the 0..255 scale (any channel layout), peak 255.
 
-    Identical images give ``inf``. Pass Y planes (``rgb_to_y``) for the standard protocol.
+    Identical (or nearly identical) images give ``PSNR_MAX_DB`` (100 dB) instead of ``inf``, so that means over frames
+    stay finite numbers; ``is_capped`` tells which frames hit the cap. Pass Y planes (``rgb_to_y``) for the standard
+    protocol.
     """
     _check_pair(a, b)
     a = crop(a.astype(np.float64), crop_border)
     b = crop(b.astype(np.float64), crop_border)
     mse = float(np.mean((a - b) ** 2))
     if mse == 0:
-        return PSNR_IDENTICAL
-    return 10.0 * np.log10(255.0**2 / mse)
+        return PSNR_MAX_DB
+    return min(PSNR_MAX_DB, float(10.0 * np.log10(255.0**2 / mse)))
+
+
+def is_capped(psnr_db: float) -> bool:
+    """True when a PSNR value is the cap (the frame equals its reference, or nearly)."""
+    return psnr_db >= PSNR_MAX_DB
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:

@@ -1,6 +1,15 @@
-"""Command-line helpers shared by the scripts: boolean options that work the original's way and the modern way."""
+"""Command-line helpers shared by the scripts: boolean options that work the original's way and the modern way, and
+the choices of options that several scripts offer (kept here, free of torch, so that ``-h`` is instant)."""
 
 import argparse
+import os
+
+PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_WEIGHTS = os.path.join("weights", "iSeeBetter_x4_psnr.pth")  # relative to PROJECT_ROOT
+PRECISIONS = ("fp32", "bf16", "fp16")
+EDGE_MODES = ("centre", "reflect", "clamp")
+DEGRADATIONS = ("pil", "matlab")
+DEFAULT_OVERLAP = 16
 
 TRUE_WORDS = ("1", "true", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "no", "n", "off")
@@ -22,3 +31,11 @@ def add_bool(parser, name: str, default: bool, help: str) -> None:
     parser.add_argument(f"--{name}", dest=dest, nargs="?", const=True, default=default, type=str2bool,
                         metavar="BOOL", help=f"{help} (default: {default}; --no-{name} to switch off)")
     parser.add_argument(f"--no-{name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names, minimum: int = 1) -> None:
+    """``parser.error`` naming the option when one of ``names`` (attribute names) is set and below ``minimum``."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            parser.error(f"--{name} must be >= {minimum}, got {value}")

@@ -6,13 +6,14 @@ Writers are atomic: they write a temporary file next to the target and ``os.repl
 
 import os
 import re
+import shutil
 from typing import Iterable, Iterator, List, Tuple
 
 import cv2
 import numpy as np
 
 import atomic
-from errors import UserError
+from errors import UserError, describe_os_error
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -48,7 +49,10 @@ def load_rgb(path: str) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoError(f"frame not found: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise VideoError(describe_os_error(exc, "cannot read frame")) from exc
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise VideoError(f"cannot decode image {path} (corrupt or not an image); replace or remove it")
@@ -91,6 +95,28 @@ def list_frames(folder: str) -> List[str]:
     if not names:
         raise VideoError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
+def find_video_sources(data_dir: str) -> List[str]:
+    """Videos and frame folders in ``data_dir`` (or ``data_dir`` itself when it is a video or a frame folder)."""
+    data_dir = os.fspath(data_dir)
+    if os.path.isfile(data_dir):
+        return [data_dir] if is_video_file(data_dir) else []
+    if not os.path.isdir(data_dir):
+        return []
+    names = sorted(os.listdir(data_dir), key=natural_key)
+    if any(is_image_file(n) for n in names):
+        return [data_dir]
+    sources = []
+    for n in names:
+        p = os.path.join(data_dir, n)
+        if n.startswith("."):
+            continue
+        if os.path.isfile(p) and is_video_file(p):
+            sources.append(p)
+        elif os.path.isdir(p) and any(is_image_file(m) for m in os.listdir(p)):
+            sources.append(p)
+    return sources
 
 
 def _open_capture(path: str) -> "cv2.VideoCapture":
@@ -196,4 +222,20 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float) -> int:
         finally:
             if writer is not None:
                 writer.release()
+        _check_written(tmp, path, count)
     return count
+
+
+def _check_written(tmp: str, path: str, count: int) -> None:
+    """``VideoError`` unless the freshly written ``tmp`` opens and holds ``count`` frames (OpenCV's writer does not
+    report failed writes, e.g. on a full disk); the caller's atomic write then leaves nothing under ``path``."""
+    cap = cv2.VideoCapture(tmp)
+    try:
+        written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    if written != count:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise VideoError(f"writing {path} failed ({written} of {count} frames readable back; is the disk full? "
+                         f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free in {folder}); nothing was written "
+                         "under that name")

@@ -26,7 +26,8 @@ def test_psnr_constant_difference():
     b = np.full((8, 8), 10, np.uint8)
     # MSE = 100 -> 10*log10(65025/100)
     assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(650.25), abs=1e-12)
-    assert metrics.psnr(a, a) == math.inf
+    assert metrics.psnr(a, a) == metrics.PSNR_MAX_DB == 100.0
+    assert metrics.is_capped(metrics.psnr(a, a)) and not metrics.is_capped(metrics.psnr(a, b))
 
 
 def test_psnr_is_not_affected_by_uint8_wraparound():
@@ -40,7 +41,7 @@ def test_psnr_crop_border_ignores_the_border():
     b = a.copy()
     b[:2, :] = 200
     b[:, -2:] = 200
-    assert metrics.psnr(a, b, crop_border=2) == math.inf
+    assert metrics.psnr(a, b, crop_border=2) == metrics.PSNR_MAX_DB
     assert metrics.psnr(a, b, crop_border=1) < 20
     with pytest.raises(ValueError):
         metrics.psnr(a, b, crop_border=5)
@@ -143,3 +144,10 @@ def test_mean_of_means_is_not_weighted_by_frame_count():
     clips = {"a": {"psnr_y": 10.0, "frames": 10}, "b": {"psnr_y": 20.0, "frames": 1}, "c": {"psnr_y": None}}
     assert metrics.mean_of_means(clips, "psnr_y") == 15.0
     assert metrics.mean_of_means({}, "psnr_y") is None
+
+
+def test_psnr_of_almost_identical_images_is_capped_not_above_the_cap():
+    a = np.zeros((4000, 4000), np.uint8)
+    b = a.copy()
+    b[0, 0] = 1  # mse = 6.25e-8 -> 120 dB uncapped
+    assert metrics.psnr(a, b) == metrics.PSNR_MAX_DB
