@@ -1,33 +1,43 @@
 """Get training data: download Vimeo-90K septuplets, build a small offline sample, or precompute a flow cache.
 
   python DatasetFetcher.py [--dest vimeo_septuplet] [--sets train,test] [--url-base URL]     # download
-  python DatasetFetcher.py --sample --dest sample_data [--clips A.mp4 ...] [--eval_clip bikes.mp4]
+  python DatasetFetcher.py --sample --dest sample_data [--clips A.mp4 ...] [--eval_clip bikes.mp4] [--overwrite]
   python DatasetFetcher.py --precompute_flows --data_dir DIR [--file_list LIST] --flow_cache CACHE
 
-Downloads resume (HTTP Range) into ``<name>.part``, renamed only once complete and of the announced size, then
-extract into ``--dest`` with a progress bar. See the README's data section for the layout of each result.
+Downloads resume (HTTP Range) into ``<name>.part``, renamed only once complete and of the size the GET announced,
+then extract into ``--dest`` with a progress bar. See the README's data section for the layout of each result.
+
+Nothing of the user's is ever deleted: only a zip this tool downloaded is removed after extraction, and ``--sample``
+records what it writes in ``<dest>/.iseebetter_sample.json`` and, on a rerun, removes only those entries.
 """
 
 import argparse
 import errno
+import hashlib
 import http.client
 import json
+import lzma
 import os
+import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
-from typing import List, Optional, Sequence, Tuple
+import zlib
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from errors import UserError, run_cli
+import atomic
+from errors import UserError, run_cli, user_error_from_os
 from options import str2bool
 from video_io import VideoError, iter_video, save_rgb
 
@@ -45,6 +55,9 @@ CLIP_SOURCE = {"bigbuckbunny.mp4": "skv", "bikes.mp4": "skv", "vtest.avi": "ocv"
 DEFAULT_CLIP_CACHE = os.environ.get("ISEEBETTER_CLIP_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
                                                                           "iseebetter", "clips"))
 SEPT_W, SEPT_H = 448, 256  # Vimeo-90K septuplet frame size
+SAMPLE_MARKER = ".iseebetter_sample.json"  # inside a --sample folder: the files and folders the sample wrote
+_SAMPLE_TMP = ".iseebetter_sample_tmp_"  # a sample being built, inside --dest: .iseebetter_sample_tmp_<host>_<pid>_
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 class FetchError(UserError):
@@ -55,11 +68,31 @@ class FetchError(UserError):
 # Download
 
 
-def _remote_size(url: str, timeout: float) -> Optional[int]:
-    req = urllib.request.Request(url, method="HEAD")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        length = resp.headers.get("Content-Length")
-    return int(length) if length is not None else None
+def _port_ok(parts: urllib.parse.SplitResult) -> bool:
+    try:
+        return parts.port is None or parts.port >= 0
+    except ValueError:  # not a number, or out of range
+        return False
+
+
+def check_url(url: str, what: str = "URL") -> None:
+    """Refuse anything but a complete http:// or https:// URL (a typo is not a network error)."""
+    parts = urllib.parse.urlsplit(url)
+    problem = None
+    if parts.scheme.lower() not in ("http", "https"):
+        problem = "it must start with http:// or https://" + ("" if "://" in url else f" (e.g. http://{url})")
+    elif not parts.hostname:
+        problem = "it names no host"
+    elif not _port_ok(parts):
+        problem = "its port is not a number from 0 to 65535"
+    if problem:
+        raise FetchError(f"{what} {url!r} is not a valid http:// or https:// URL: {problem}")
+
+
+def check_dest_folder(dest: str) -> None:
+    """Refuse a ``--dest`` that exists but is not a folder (a file, a broken link, ...)."""
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise FetchError(f"--dest {dest} exists and is not a folder; choose a new or existing folder")
 
 
 def _check_space(folder: str, needed: int, what: str) -> None:
@@ -69,44 +102,82 @@ def _check_space(folder: str, needed: int, what: str) -> None:
                          f"{free / 1e9:.2f} GB free in {folder}")
 
 
+def _content_range(value: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
+    """(first byte, total size) of a Content-Range header such as ``bytes 10-99/100`` or ``bytes */100``."""
+    match = re.match(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*$", value or "", re.IGNORECASE)
+    if not match:
+        return None, None
+    first = int(match.group(1)) if match.group(1) is not None else None
+    total = int(match.group(2)) if match.group(2) != "*" else None
+    return first, total
+
+
+def _get_into(url: str, part: str, have: int, timeout: float, progress: bool, label: str) -> Tuple[str, Optional[int]]:
+    """One GET of ``url`` into ``part``, resuming at byte ``have``; the size comes from this GET's own headers.
+
+    Returns ``("done", total)`` (total None if the server did not say), ``("complete", total)`` when a 416 shows
+    that ``part`` already holds the whole file, or ``("restart", None)`` when ``part`` cannot be resumed.
+    """
+    req = urllib.request.Request(url)
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416 or not have:
+            raise
+        _, total = _content_range(exc.headers.get("Content-Range"))
+        exc.close()
+        return ("complete", total) if total == have else ("restart", None)
+    with resp:
+        length = resp.headers.get("Content-Length", "").strip()
+        length = int(length) if length.isdigit() else None
+        if have and resp.status == 206:
+            first, total = _content_range(resp.headers.get("Content-Range"))
+            if first is not None and first != have:
+                return "restart", None
+            if total is None and length is not None:
+                total = have + length
+        else:
+            have = 0  # a fresh download, or the server ignored Range: start again
+            total = length
+        if total is not None:
+            _check_space(os.path.dirname(os.path.abspath(part)), total - have, label)
+        with open(part, "ab" if have else "wb") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                            unit_divisor=1024, desc=label,
+                                                            disable=not progress) as bar:
+            while True:
+                chunk = resp.read(CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+                bar.update(len(chunk))
+    return "done", total
+
+
 def download(url: str, dest_path: str, timeout: float = 60.0, progress: bool = True) -> str:
-    """Download ``url`` to ``dest_path`` via ``dest_path + '.part'``, resuming a previous partial download."""
+    """Download ``url`` to ``dest_path`` via ``dest_path + '.part'``, resuming a previous partial download.
+
+    No HEAD request is made (some mirrors refuse it, some announce a wrong size): the size is the one the GET
+    announces. A ``.part`` that the server says is complete (416 with ``bytes */SIZE``) is accepted; one that cannot
+    be resumed is downloaded again from the start.
+    """
+    check_url(url)
     if os.path.exists(dest_path):
         return dest_path
     folder = os.path.dirname(os.path.abspath(dest_path))
-    os.makedirs(folder, exist_ok=True)
     part = dest_path + ".part"
-    total = None
+    label = os.path.basename(dest_path)
     try:
-        total = _remote_size(url, timeout)
+        os.makedirs(folder, exist_ok=True)
         have = os.path.getsize(part) if os.path.exists(part) else 0
-        if total is not None and have > total:
-            os.remove(part)  # not the same file any more
-            have = 0
-        if total is not None:
-            _check_space(folder, total - have, os.path.basename(dest_path))
-        if total is None or have < total:
-            req = urllib.request.Request(url)
-            if have:
-                req.add_header("Range", f"bytes={have}-")
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                if have and resp.status != 206:
-                    have = 0  # the server ignored Range: start again
-                mode = "ab" if have else "wb"
-                with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                                   unit_divisor=1024, desc=os.path.basename(dest_path),
-                                                   disable=not progress) as bar:
-                    while True:
-                        chunk = resp.read(CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        bar.update(len(chunk))
+        outcome, total = _get_into(url, part, have, timeout, progress, label)
+        if outcome == "restart":
+            print(f"note: the server cannot resume {label} from the {have} bytes in {part}; downloading it again "
+                  "from the start", file=sys.stderr)
+            outcome, total = _get_into(url, part, 0, timeout, progress, label)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and total is not None and os.path.exists(part) and os.path.getsize(part) == total:
-            pass  # already complete
-        else:
-            raise FetchError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+        raise FetchError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise FetchError(f"network error while downloading {url}: {reason}. Check the connection and rerun: "
@@ -115,7 +186,7 @@ def download(url: str, dest_path: str, timeout: float = 60.0, progress: bool = T
         if exc.errno == errno.ENOSPC:
             raise FetchError(f"disk full while writing {part}; free some space and rerun (the download resumes)")\
                 from None
-        raise FetchError(f"cannot write {part}: {exc.strerror or exc}") from None
+        raise user_error_from_os(exc, "cannot write the download to") from None
     size = os.path.getsize(part)
     if total is not None and size != total:
         raise FetchError(f"download of {url} is incomplete ({size} of {total} bytes); rerun to resume from {part}")
@@ -133,14 +204,50 @@ def _member_target(dest: str, name: str, strip: str) -> Optional[str]:
     return target
 
 
+class _BadMember(Exception):
+    """A member's data cannot be read back (damaged compressed stream, bad CRC, unsupported method, ...)."""
+
+
+# What reading a damaged member can raise: zlib/lzma/bz2 (OSError) stream errors, a stream that ends early,
+# BadZipFile (bad CRC, bad local header), an unsupported method, or an encrypted member.
+_MEMBER_ERRORS = (zlib.error, lzma.LZMAError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError)
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: str) -> None:
+    """Write one member to ``target`` through a temporary file: a damaged member leaves nothing under its name."""
+    with atomic.atomic_path(target) as tmp, open(tmp, "wb") as out:
+        try:
+            src = zf.open(info)
+        except _MEMBER_ERRORS as exc:
+            raise _BadMember(exc) from None
+        with src:
+            while True:
+                try:
+                    chunk = src.read(CHUNK)
+                except _MEMBER_ERRORS as exc:
+                    raise _BadMember(exc) from None
+                if not chunk:
+                    break
+                out.write(chunk)
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
 def extract(zip_path: str, dest: str, progress: bool = True) -> None:
-    """Extract a zip into ``dest`` (its single top-level folder, if any, is stripped); skipped if done before."""
+    """Extract a zip into ``dest`` (its single top-level folder, if any, is stripped); skipped if done before.
+
+    Symbolic-link entries are skipped with a warning (links are never created), entries that point outside
+    ``dest`` are refused, and each file is written under a temporary name first.
+    """
     marker = os.path.join(dest, f".extracted_{os.path.basename(zip_path)}")
     if os.path.exists(marker):
         return
     dest = os.path.abspath(dest)
-    os.makedirs(dest, exist_ok=True)
+    links = []
     try:
+        os.makedirs(dest, exist_ok=True)
         with zipfile.ZipFile(zip_path) as zf:
             infos = zf.infolist()
             tops = {i.filename.split("/", 1)[0] for i in infos}
@@ -150,45 +257,77 @@ def extract(zip_path: str, dest: str, progress: bool = True) -> None:
                 target = _member_target(dest, info.filename, strip)
                 if target is None or os.path.basename(target) == ".DS_Store":
                     continue
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-    except zipfile.BadZipFile as exc:
+                if _is_symlink(info):
+                    links.append(info.filename)
+                    continue
+                try:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    _extract_member(zf, info, target)
+                except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                    what = "a folder" if isinstance(exc, IsADirectoryError) else "a file"
+                    raise FetchError(f"cannot extract {info.filename!r} from {zip_path}: {what} is in the way at "
+                                     f"{exc.filename or target} (the archive holds a file and a folder of the same "
+                                     "name, or --dest holds other files); choose an empty --dest") from None
+    except (zipfile.BadZipFile, _BadMember) as exc:
         raise FetchError(f"{zip_path} is not a valid zip ({exc}); delete it and rerun to download it again") \
             from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise FetchError(f"disk full while extracting {zip_path} into {dest}; free some space and rerun") \
                 from None
-        raise
+        raise user_error_from_os(exc, f"cannot extract {zip_path} into") from None
+    finally:
+        if links:
+            more = f" and {len(links) - 1} more" if len(links) > 1 else ""
+            print(f"warning: {zip_path}: skipped symbolic link entry {links[0]!r}{more} (links are never "
+                  "extracted)", file=sys.stderr)
     # The trainer reads its list from <data_dir>/<file_list> with data_dir = .../sequences, as the original.
     seq = os.path.join(dest, "sequences")
     for name in ("sep_trainlist.txt", "sep_testlist.txt"):
         if os.path.isfile(os.path.join(dest, name)) and os.path.isdir(seq):
-            shutil.copyfile(os.path.join(dest, name), os.path.join(seq, name))
-    with open(marker, "w") as f:
-        f.write("ok\n")
+            with open(os.path.join(dest, name), "rb") as f:
+                atomic.write_bytes(os.path.join(seq, name), f.read())
+    atomic.write_text(marker, "ok\n")
 
 
 def fetch_vimeo(dest: str, sets: Sequence[str], url_base: str, keep_zip: bool, progress: bool = True) -> None:
+    """Download and extract the chosen Vimeo-90K archives into ``dest``.
+
+    A zip is deleted after extraction only if this tool downloaded it (``.fetched_<zip>`` beside it says so); one
+    that was already there is kept.
+    """
     unknown = [s for s in sets if s not in ARCHIVES]
     if unknown:
         raise FetchError(f"unknown set(s) {', '.join(unknown)}; choose from {', '.join(ARCHIVES)}")
+    check_url(url_base, "--url-base")
+    check_dest_folder(dest)
     if "train" in sets and "test" in sets:
         print("note: the 'train' archive already holds the test sequences; downloading it only")
         sets = ["train"]
-    os.makedirs(dest, exist_ok=True)
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot create --dest") from None
     for name in sets:
         rel = ARCHIVES[name]
         url = url_base.rstrip("/") + "/" + rel
         zip_path = os.path.join(dest, os.path.basename(rel))
+        fetched = os.path.join(dest, f".fetched_{os.path.basename(rel)}")
         if os.path.exists(os.path.join(dest, f".extracted_{os.path.basename(rel)}")):
             print(f"{name}: already extracted in {dest}")
             continue
+        if not os.path.exists(zip_path):
+            atomic.write_text(fetched, "downloaded by DatasetFetcher.py: deleted after extraction\n")
         download(url, zip_path, progress=progress)
         extract(zip_path, dest, progress=progress)
-        if not keep_zip:
+        if not os.path.exists(fetched):
+            print(f"{name}: kept {zip_path}: it was not downloaded by DatasetFetcher.py (delete it yourself if you "
+                  "no longer need it)")
+        elif keep_zip:
+            os.remove(fetched)
+        else:
             os.remove(zip_path)
+            os.remove(fetched)
         print(f"{name}: ready in {dest} (train with --data_dir {os.path.join(dest, 'sequences')})")
 
 
@@ -308,84 +447,258 @@ def _count_frames(path: str) -> int:
         raise FetchError(str(exc)) from None
 
 
+def _write_sample(tmp: str, clips: Sequence[str], eval_clip: str, sequences_per_clip: int, eval_frames: int,
+                  progress: bool) -> dict:
+    """Write the whole sample into the empty folder ``tmp``; returns its manifest."""
+    manifest = {"format": "vimeo_septuplet sample v1", "septuplet_size": [SEPT_W, SEPT_H], "clips": [],
+                "eval": None}
+    plans = []
+    for ci, clip in enumerate(clips, start=1):
+        n = _count_frames(clip)
+        if n < 7:
+            raise FetchError(f"{clip} has {n} decodable frames; a septuplet needs 7")
+        count = min(sequences_per_clip, n - 6)
+        starts = sorted({round(k * (n - 7) / max(count - 1, 1)) for k in range(count)})
+        plans.append((ci, clip, n, starts))
+    total = sum(len(p[3]) for p in plans) + 1
+    lines = []
+    with tqdm(total=total, desc="sample", unit="seq", disable=not progress) as bar:
+        for ci, clip, n, starts in plans:
+            frames = _clip_frames(clip, {s + k for s in starts for k in range(7)})
+            h, w = frames[starts[0]].shape[:2]
+            factor = prescale_factor(w, h)
+            rng = np.random.default_rng(1000 + ci)
+            info = {"clip": os.path.basename(clip), "size": [w, h], "frames": n, "prescale": round(factor, 4),
+                    "sequences": []}
+            for si, start in enumerate(starts, start=1):
+                scaled = [_resize(frames[start + k], factor) for k in range(7)]
+                sh, sw = scaled[0].shape[:2]
+                y = int(rng.integers(0, sh - SEPT_H + 1))
+                x = int(rng.integers(0, sw - SEPT_W + 1))
+                rel = f"{ci:05d}/{si:04d}"
+                for k, img in enumerate(scaled, start=1):
+                    save_rgb(os.path.join(tmp, "sequences", rel, f"im{k}.png"),
+                             np.ascontiguousarray(img[y : y + SEPT_H, x : x + SEPT_W]))
+                lines.append(rel)
+                info["sequences"].append({"id": rel, "first_frame": start, "crop_xy": [x, y]})
+                bar.update(1)
+            manifest["clips"].append(info)
+        listing = "\n".join(lines) + "\n"
+        for folder in (tmp, os.path.join(tmp, "sequences")):
+            with open(os.path.join(folder, "sep_trainlist.txt"), "w") as f:
+                f.write(listing)
+        stem = os.path.splitext(os.path.basename(eval_clip))[0]
+        names = []
+        try:
+            for i, frame in enumerate(iter_video(eval_clip)):
+                if i >= eval_frames:
+                    break
+                h, w = frame.shape[:2]
+                name = f"{stem}/{i + 1:03d}.png"
+                save_rgb(os.path.join(tmp, "eval", name), np.ascontiguousarray(frame[: h - h % 4, : w - w % 4]))
+                names.append(name)
+        except VideoError as exc:
+            raise FetchError(str(exc)) from None
+        with open(os.path.join(tmp, "eval", f"{stem}.txt"), "w") as f:
+            f.write("\n".join(names) + "\n")
+        mid = len(names) // 2
+        with open(os.path.join(tmp, "eval", f"{stem}_test.txt"), "w") as f:
+            f.write("\n".join(names[max(mid - 1, 0) : mid + 2]) + "\n")
+        manifest["eval"] = {"clip": os.path.basename(eval_clip), "frames": len(names),
+                            "size": list(frame[: h - h % 4, : w - w % 4].shape[1::-1])}
+        bar.update(1)
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return manifest
+
+
+def _safe_rel(rel: object) -> bool:
+    """True for a plain relative path inside the sample folder (``a/b``; no ``..``, no absolute path)."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\0" in rel:
+        return False
+    parts = rel.split("/")
+    return all(p not in ("", ".", "..") for p in parts) and parts[0] != SAMPLE_MARKER \
+        and not parts[0].startswith(_SAMPLE_TMP)
+
+
+def _is_real_dir(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _owned_path(dest: str, rel: str) -> Optional[str]:
+    """``dest/rel`` if every folder on the way is a real folder (never a link), else None."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        if not _is_real_dir(os.path.join(dest, *parts[:i])):
+            return None
+    return os.path.join(dest, *parts)
+
+
+def _read_sample_marker(dest: str, overwrite: bool) -> Optional[Dict[str, List[str]]]:
+    """The files and folders the previous ``--sample`` run wrote into ``dest``; None if it holds no marker."""
+    path = os.path.join(dest, SAMPLE_MARKER)
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("files", "dirs")):
+        if overwrite:
+            return None
+        raise FetchError(f"{path} is damaged, so which files of {dest} the sample wrote is unknown; pass --overwrite "
+                         "to rebuild it (only the sample's own files are replaced) or choose an empty/new folder")
+    return {k: [r for r in data[k] if _safe_rel(r)] for k in ("files", "dirs")}
+
+
+def _foreign_entries(dest: str) -> List[str]:
+    return [n for n in os.listdir(dest) if n != SAMPLE_MARKER and not n.startswith(_SAMPLE_TMP)]
+
+
+def check_sample_dest(dest: str, overwrite: bool = False) -> Optional[Dict[str, List[str]]]:
+    """Check that ``--sample`` may write into ``dest``; returns the previous sample's marker (None if none).
+
+    A missing or empty folder, or one holding a previous sample's marker, is fine; any other non-empty folder is
+    refused unless ``overwrite``.
+    """
+    check_dest_folder(dest)
+    if not os.path.isdir(dest):
+        return None
+    try:
+        marker = _read_sample_marker(dest, overwrite)
+        foreign = _foreign_entries(dest)
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot read --dest") from None
+    if marker is None and foreign and not overwrite:
+        raise FetchError(f"{dest} is not empty and was not made by DatasetFetcher --sample; choose an empty/new "
+                         "folder or pass --overwrite (only the sample's own files are then written, nothing is "
+                         "deleted)")
+    return marker
+
+
+def _tree(root: str) -> Tuple[List[str], List[str]]:
+    """Files and folders under ``root`` as sorted ``a/b`` paths (folders parents first)."""
+    files, dirs = [], []
+    for folder, subdirs, names in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        dirs += [prefix + d for d in subdirs]
+        files += [prefix + n for n in names]
+    return sorted(files), sorted(dirs)
+
+
+def _check_sample_conflicts(dest: str, files: List[str], dirs: List[str], owned: Set[str], overwrite: bool) -> None:
+    """Refuse, before anything changes, paths where the sample cannot or may not write."""
+    for rel in dirs:
+        path = os.path.join(dest, *rel.split("/"))
+        if os.path.islink(path):
+            raise FetchError(f"{path} is a symbolic link where the sample writes a folder (the sample never writes "
+                             "through links); move it away or choose another --dest")
+        if os.path.lexists(path) and not os.path.isdir(path) and rel not in owned:
+            raise FetchError(f"{path} is in the way: the sample writes a folder there; move it away or choose "
+                             "another --dest")
+    for rel in files:
+        path = os.path.join(dest, *rel.split("/"))
+        if _is_real_dir(path):
+            raise FetchError(f"{path} is in the way: it is a folder where the sample writes a file; move it away or "
+                             "choose another --dest")
+        if os.path.lexists(path) and rel not in owned and not overwrite:
+            raise FetchError(f"{path} exists and was not written by DatasetFetcher --sample; move it away or pass "
+                             "--overwrite to replace it")
+
+
+def _install_sample(tmp: str, dest: str, marker: Optional[Dict[str, List[str]]], overwrite: bool) -> None:
+    """Move the sample built in ``tmp`` into ``dest``: the previous sample's own entries (and only those) are removed
+    or replaced, and ``dest/SAMPLE_MARKER`` records what the new one wrote."""
+    files, dirs = _tree(tmp)
+    old_files = set(marker["files"]) if marker else set()
+    old_dirs = set(marker["dirs"]) if marker else set()
+    _check_sample_conflicts(dest, files, dirs, old_files, overwrite)
+    # The previous sample's files and folders that the new one does not rewrite: files go, folders go if empty.
+    for rel in sorted(old_files - set(files)):
+        path = _owned_path(dest, rel)
+        if path is not None and (os.path.islink(path) or os.path.isfile(path)):
+            os.remove(path)
+    for rel in sorted(old_dirs - set(dirs), key=lambda r: r.count("/"), reverse=True):
+        path = _owned_path(dest, rel)
+        if path is not None and _is_real_dir(path):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # it holds files that are not the sample's: kept
+    # Record before moving, so that an interruption leaves nothing of the sample's unlisted.
+    made = [d for d in dirs if not os.path.lexists(os.path.join(dest, *d.split("/")))]
+    kept = []
+    for rel in old_dirs:
+        path = _owned_path(dest, rel)
+        if path is not None and _is_real_dir(path):
+            kept.append(rel)
+    record = {"created_by": "DatasetFetcher.py --sample", "version": 1, "files": files,
+              "dirs": sorted(set(made) | set(kept))}
+    atomic.write_text(os.path.join(dest, SAMPLE_MARKER), json.dumps(record, indent=1) + "\n")
+    for rel in dirs:
+        path = os.path.join(dest, *rel.split("/"))
+        if not os.path.isdir(path):
+            os.mkdir(path)
+    for rel in files:
+        os.replace(os.path.join(tmp, *rel.split("/")), os.path.join(dest, *rel.split("/")))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_sample_temps(dest: str) -> None:
+    """Remove sample temp folders left in ``dest`` by a run of this machine that no longer runs (a SIGKILL)."""
+    pattern = re.compile(re.escape(_SAMPLE_TMP) + r"([0-9a-f]{8})_(\d+)_")
+    for name in os.listdir(dest):
+        match = pattern.match(name)
+        path = os.path.join(dest, name)
+        if match and match.group(1) == _HOST and not _pid_alive(int(match.group(2))) and _is_real_dir(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def build_sample(dest: str, clips: Sequence[str], eval_clip: str, sequences_per_clip: int = 8,
-                 eval_frames: int = 30, progress: bool = True) -> dict:
+                 eval_frames: int = 30, progress: bool = True, overwrite: bool = False) -> dict:
     """Write a Vimeo-90K-layout training sample and a Vid4-style evaluation folder; returns the manifest.
 
     Layout: ``sequences/<clip 00001..>/<seq 0001..>/im1..im7.png`` (448x256) with ``sep_trainlist.txt`` both in
     ``dest`` and in ``dest/sequences``; ``eval/<clip stem>/001.png..`` full frames (modcropped to a multiple of 4)
     with the frame lists ``eval/<stem>.txt`` (all frames) and ``eval/<stem>_test.txt`` (3 frames).
+
+    The sample is built in a temporary folder inside ``dest`` and moved into place once complete. Nothing else in
+    ``dest`` is touched: a non-empty ``dest`` without a previous sample's marker is refused unless ``overwrite``,
+    and then only the sample's own paths are written.
     """
     if sequences_per_clip < 1 or eval_frames < 1:
         raise FetchError("--sample_sequences and --sample_eval_frames must be at least 1")
-    tmp = tempfile.mkdtemp(prefix=".sample_tmp_", dir=os.path.dirname(os.path.abspath(dest)) or ".")
-    manifest = {"format": "vimeo_septuplet sample v1", "septuplet_size": [SEPT_W, SEPT_H], "clips": [],
-                "eval": None}
+    marker = check_sample_dest(dest, overwrite)
+    made_dest = not os.path.isdir(dest)
+    tmp = None
     try:
-        plans = []
-        for ci, clip in enumerate(clips, start=1):
-            n = _count_frames(clip)
-            if n < 7:
-                raise FetchError(f"{clip} has {n} decodable frames; a septuplet needs 7")
-            count = min(sequences_per_clip, n - 6)
-            starts = sorted({round(k * (n - 7) / max(count - 1, 1)) for k in range(count)})
-            plans.append((ci, clip, n, starts))
-        total = sum(len(p[3]) for p in plans) + 1
-        lines = []
-        with tqdm(total=total, desc="sample", unit="seq", disable=not progress) as bar:
-            for ci, clip, n, starts in plans:
-                frames = _clip_frames(clip, {s + k for s in starts for k in range(7)})
-                h, w = frames[starts[0]].shape[:2]
-                factor = prescale_factor(w, h)
-                rng = np.random.default_rng(1000 + ci)
-                info = {"clip": os.path.basename(clip), "size": [w, h], "frames": n, "prescale": round(factor, 4),
-                        "sequences": []}
-                for si, start in enumerate(starts, start=1):
-                    scaled = [_resize(frames[start + k], factor) for k in range(7)]
-                    sh, sw = scaled[0].shape[:2]
-                    y = int(rng.integers(0, sh - SEPT_H + 1))
-                    x = int(rng.integers(0, sw - SEPT_W + 1))
-                    rel = f"{ci:05d}/{si:04d}"
-                    for k, img in enumerate(scaled, start=1):
-                        save_rgb(os.path.join(tmp, "sequences", rel, f"im{k}.png"),
-                                 np.ascontiguousarray(img[y : y + SEPT_H, x : x + SEPT_W]))
-                    lines.append(rel)
-                    info["sequences"].append({"id": rel, "first_frame": start, "crop_xy": [x, y]})
-                    bar.update(1)
-                manifest["clips"].append(info)
-            listing = "\n".join(lines) + "\n"
-            for folder in (tmp, os.path.join(tmp, "sequences")):
-                with open(os.path.join(folder, "sep_trainlist.txt"), "w") as f:
-                    f.write(listing)
-            stem = os.path.splitext(os.path.basename(eval_clip))[0]
-            names = []
-            try:
-                for i, frame in enumerate(iter_video(eval_clip)):
-                    if i >= eval_frames:
-                        break
-                    h, w = frame.shape[:2]
-                    name = f"{stem}/{i + 1:03d}.png"
-                    save_rgb(os.path.join(tmp, "eval", name), np.ascontiguousarray(frame[: h - h % 4, : w - w % 4]))
-                    names.append(name)
-            except VideoError as exc:
-                raise FetchError(str(exc)) from None
-            with open(os.path.join(tmp, "eval", f"{stem}.txt"), "w") as f:
-                f.write("\n".join(names) + "\n")
-            mid = len(names) // 2
-            with open(os.path.join(tmp, "eval", f"{stem}_test.txt"), "w") as f:
-                f.write("\n".join(names[max(mid - 1, 0) : mid + 2]) + "\n")
-            manifest["eval"] = {"clip": os.path.basename(eval_clip), "frames": len(names),
-                                "size": list(frame[: h - h % 4, : w - w % 4].shape[1::-1])}
-            bar.update(1)
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
-        if os.path.exists(dest):
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        os.makedirs(dest, exist_ok=True)
+        _remove_stale_sample_temps(dest)
+        tmp = tempfile.mkdtemp(prefix=f"{_SAMPLE_TMP}{_HOST}_{os.getpid()}_", dir=dest)
+        manifest = _write_sample(tmp, clips, eval_clip, sequences_per_clip, eval_frames, progress)
+        _install_sample(tmp, dest, marker, overwrite)
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot write the sample to") from None
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if made_dest and not os.listdir(dest):
+                os.rmdir(dest)
+        except OSError:
+            pass
     return manifest
 
 
@@ -416,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_zip", action="store_true", help="keep the downloaded zip after extraction")
     p.add_argument("--clips", nargs="+", default=[], help="training clips for --sample (default: the three demo clips)")
     p.add_argument("--eval_clip", default=None, help="evaluation clip for --sample (default bikes.mp4)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --sample: write into a non-empty --dest that holds no earlier sample (only the "
+                        "sample's own files are written or replaced; nothing else is deleted)")
     p.add_argument("--clip_cache", default=DEFAULT_CLIP_CACHE, help="where clips are looked for and fetched to")
     p.add_argument("--sample_sequences", type=int, default=8, help="septuplets per training clip")
     p.add_argument("--sample_eval_frames", type=int, default=30, help="frames of the evaluation clip")
@@ -440,9 +756,10 @@ def main(argv: Optional[list] = None) -> int:
         return precompute_flows(args)
     if args.sample:
         dest = args.dest or "sample_data"
+        check_sample_dest(dest, args.overwrite)  # before fetching any clip
         train, eval_clip = locate_clips(args.clip_cache, args.clips, args.eval_clip)
         manifest = build_sample(dest, train, eval_clip, args.sample_sequences, args.sample_eval_frames,
-                                progress=not args.quiet)
+                                progress=not args.quiet, overwrite=args.overwrite)
         n = sum(len(c["sequences"]) for c in manifest["clips"])
         print(f"sample ready in {dest}: {n} septuplets from {len(train)} clips "
               f"(--data_dir {os.path.join(dest, 'sequences')}), eval frames in {os.path.join(dest, 'eval')}")
