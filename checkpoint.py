@@ -9,24 +9,33 @@ Formats read:
 - a whole pickled ``nn.Module`` only with ``trust_pickle=True`` (unpickling can run arbitrary code).
 
 Unlike the original, nothing here ever continues with random weights: a missing file, a file that is not a
-checkpoint, or a checkpoint for another scale / nFrames / network is a ``CheckpointError`` naming the problem.
+checkpoint, a checkpoint for another scale / nFrames / network, or one with NaN/inf weights is a ``CheckpointError``
+naming the problem. A failed save (disk full, a folder in the way, no permission) is a ``UserError``.
 
-Command line: ``python checkpoint.py info PATH`` prints what a checkpoint holds and the RBPN config it implies;
+Command line: ``python checkpoint.py info PATH`` prints what a checkpoint holds and the RBPN config it implies, and
+lists what would make the loaders refuse it (non-finite weights, missing or unexpected keys; exit status 1 then);
 ``python checkpoint.py convert IN OUT [--plain] [--trust-pickle]`` rewrites it in the project format (or as a plain
-original-compatible state_dict).
+original-compatible state_dict), only when it loads strictly and all its weights are finite.
+
+torch is imported inside the functions that need it, so that ``python checkpoint.py -h`` answers at once.
 """
 
+from __future__ import annotations
+
 import argparse
+import errno
 import os
 import pickle
+import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import atomic
-from errors import UserError, run_cli
+from errors import UserError, describe_os_error, free_bytes, run_cli
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "iseebetter-pytorch"
 VERSION = 1
@@ -34,10 +43,12 @@ KINDS = ("generator", "discriminator", "training_state")
 
 # Projection kernel size -> scale factor (see base_networks.PROJECTION_PARAMS).
 _KERNEL_TO_SCALE = {6: 2, 8: 4, 12: 8}
+# How many missing / unexpected keys `info` names (the loaders' messages name 3).
+_INFO_EXAMPLES = 20
 # Command-line options that set a config field, for error messages.
 _CONFIG_FLAGS = {"scale_factor": "--upscale_factor", "nFrames": "--nFrames"}
 
-StateDict = Dict[str, torch.Tensor]
+StateDict = Dict[str, "torch.Tensor"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -49,15 +60,83 @@ class CheckpointError(UserError):
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: no half-written checkpoints."""
-    with atomic.atomic_path(os.fspath(path), suffix=".part") as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: no half-written checkpoints.
+
+    A failed write (disk full, a folder or file in the way, no permission) removes the temp file, leaves ``path``
+    as it was and raises a one-line ``UserError``.
+    """
+    import torch
+
+    path = os.fspath(path)
+    try:
+        with atomic.atomic_path(path, suffix=".part") as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as exc:
+        error = _save_error(exc, path, obj)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of tensor data in ``obj`` and the dicts, lists and tuples it holds: about the size of its file."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _os_error_in(exc: Optional[BaseException]) -> Optional[OSError]:
+    """``exc`` if it is an ``OSError``, else the first one it was raised from or while handling."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _save_error(exc: BaseException, path: str, obj: Any) -> Optional[UserError]:
+    """The ``UserError`` for a failed checkpoint write, or None when ``exc`` is not a write failure.
+
+    On a full disk torch's zip writer raises ``RuntimeError: [enforce fail at inline_container.cc...] unexpected
+    pos ...`` while handling the ``OSError`` (ENOSPC) of the file write; either one is recognised.
+    """
+    os_error = _os_error_in(exc)
+    if os_error is None and "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
+        return None  # not an I/O failure (a bug, an object that cannot be saved): keep the traceback
+    action = f"cannot save checkpoint {path}"
+    folder = os.path.dirname(os.path.abspath(path))
+    needed, free = _tensor_bytes(obj), free_bytes(folder)
+    code = os_error.errno if os_error is not None else None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (os_error is None and free is not None and free < needed):
+        what = "the disk quota is exceeded" if code == errno.EDQUOT else "the disk is full"
+        free_text = "" if free is None else f", {free / 1e6:.1f} MB free in {folder}"
+        return UserError(f"{action}: {what} (needs about {needed / 1e6:.1f} MB{free_text}); free some space or save "
+                         f"to another folder (e.g. another --save_folder)")
+    if os_error is None or code is None:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return UserError(f"{action}: writing failed ({detail}); check the disk holding {folder}")
+    if code == errno.EISDIR and os.path.isdir(path):
+        return UserError(f"{action}: it is a folder; give a file name like {os.path.join(path, 'model.pth')}")
+    if code == errno.EEXIST:  # os.makedirs: a file where a parent folder should be
+        code = errno.ENOTDIR
+    # Name the checkpoint, not the hidden temp file the error may be about.
+    return UserError(describe_os_error(OSError(code, os_error.strerror, path), "cannot save checkpoint"))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The network inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    from torch import nn
+
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
@@ -131,38 +210,94 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 def _is_state_dict(obj: Any) -> bool:
+    import torch
+
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def read_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tuple[StateDict, Optional[dict]]:
+def read_checkpoint(path: PathLike, trust_pickle: bool = False, check_finite: bool = True,
+                    convert_hint: bool = True) -> Tuple[StateDict, Optional[dict]]:
     """Read a checkpoint file: ``(state_dict without wrapper prefix, meta)``.
 
     ``meta`` is None for a plain state_dict, else the project-format dict without its ``state_dict``.
     Loads with ``weights_only=True``; a file holding pickled objects (e.g. a whole model) is refused unless
-    ``trust_pickle`` is set.
+    ``trust_pickle`` is set, with advice to ``convert --trust-pickle`` it unless ``convert_hint`` is False. With
+    ``check_finite`` a NaN/inf weight (also in a training state's discriminator) is refused: such a model gives
+    wrong output without any error.
     """
     path = os.fspath(path)
+    sd, meta = _unpack(path, _load_file(path, trust_pickle, convert_hint))
+    if check_finite:
+        _refuse_nonfinite(path, _named_weights(sd, meta))
+    return sd, meta
+
+
+def read_training_state(path: PathLike) -> dict:
+    """The full dict of a ``training_state`` checkpoint (``state_dict``, ``discriminator``, optimizers, epoch...)."""
+    path = os.fspath(path)
+    sd, meta = read_checkpoint(path, convert_hint=False)  # convert cannot make a training state
+    if meta is None or meta.get("kind") != "training_state":
+        kind = "a plain state_dict" if meta is None else f"a {meta.get('kind')} checkpoint"
+        raise CheckpointError(f"{path} is {kind}, not a training state; resume needs a file written "
+                              f"by the trainer's training-state save")
+    return dict(meta, state_dict=sd)
+
+
+def _needs_unsafe_unpickling(exc: pickle.UnpicklingError) -> bool:
+    """Whether a ``weights_only`` load failed only because the file pickles Python objects (a class or function
+    that is not an allowed global), as opposed to bytes that are no pickle / torch file at all."""
+    text = str(exc).lower()
+    return "weights only load failed" in text and any(
+        words in text for words in ("unsupported global", "not an allowed global", "unsupported class"))
+
+
+def _corrupt(path: str, exc: BaseException) -> CheckpointError:
+    """The error for a file torch cannot read, with a one-line detail (torch's messages run over many lines)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0].split(". ")[0] if lines else ""
+    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return CheckpointError(f"{path} is not a PyTorch checkpoint or is truncated/corrupt ({detail})")
+
+
+def _load_file(path: str, trust_pickle: bool, convert_hint: bool) -> Any:
+    """``torch.load`` with clear errors: missing, unreadable, corrupt, or holding pickled objects."""
+    import torch
+
     if not os.path.isfile(path):
         where = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
         raise CheckpointError(f"checkpoint {path} {where}; pass the path of a .pth file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it is about to refuse
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint (unpickling failed: {exc})") from None
+        if not _needs_unsafe_unpickling(exc):
+            raise _corrupt(path, exc) from None
+        unsafe = (f"{path} contains pickled Python objects (for example a whole saved model), which are not loaded "
+                  f"because unpickling can run code")
+        if not convert_hint:
+            raise CheckpointError(f"{unsafe}; the checkpoints and training states this project writes hold only "
+                                  f"tensors and plain values, so it did not write this file") from None
         if not trust_pickle:
-            raise CheckpointError(
-                f"{path} contains pickled Python objects (for example a whole saved model), which are not loaded "
-                f"because unpickling can run code; if you trust the file, convert it once with "
-                f"`python checkpoint.py convert {path} OUT.pth --trust-pickle`") from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:  # any unpickling failure: the message says what it was
-            raise CheckpointError(f"{path} could not be unpickled: {type(exc2).__name__}: {exc2}") from None
+            raise CheckpointError(f"{unsafe}; if you trust the file, convert it once with "
+                                  f"`python checkpoint.py convert {path} OUT.pth --trust-pickle`") from None
+    except OSError as exc:  # permission denied, I/O error
+        raise CheckpointError(describe_os_error(exc, "cannot read checkpoint")) from None
     except Exception as exc:  # EOFError, zip errors, bad magic number, KeyError on text files, ...
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint or is truncated/corrupt ({detail})") from None
+        raise _corrupt(path, exc) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unpickling failure: the message says what it was
+        raise CheckpointError(f"{path} could not be unpickled: {type(exc).__name__}: {exc}") from None
+
+
+def _unpack(path: str, obj: Any) -> Tuple[StateDict, Optional[dict]]:
+    """``(state_dict, meta)`` of a loaded checkpoint object, whatever its layout."""
+    from torch import nn
 
     if isinstance(obj, nn.Module):
         return plain_state_dict(obj), None
@@ -182,14 +317,46 @@ def read_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tuple[StateDi
     raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a model state_dict")
 
 
-def read_training_state(path: PathLike) -> dict:
-    """The full dict of a ``training_state`` checkpoint (``state_dict``, ``discriminator``, optimizers, epoch...)."""
-    sd, meta = read_checkpoint(path)
-    if meta is None or meta.get("kind") != "training_state":
-        kind = "a plain state_dict" if meta is None else f"a {meta.get('kind')} checkpoint"
-        raise CheckpointError(f"{os.fspath(path)} is {kind}, not a training state; resume needs a file written "
-                              f"by the trainer's training-state save")
-    return dict(meta, state_dict=sd)
+# ------------------------------------------------------------------------------------------ non-finite weights
+
+
+def _named_weights(sd: StateDict, meta: Optional[dict]) -> Iterable[Tuple[str, torch.Tensor]]:
+    """The tensors of a checkpoint's network(s): its state_dict and a training state's discriminator."""
+    yield from sd.items()
+    discriminator = (meta or {}).get("discriminator")
+    if _is_state_dict(discriminator):
+        for name, tensor in strip_prefix(discriminator).items():
+            yield f"discriminator.{name}", tensor
+
+
+def nonfinite_tensors(tensors: Iterable[Tuple[str, torch.Tensor]]) -> List[Tuple[str, int]]:
+    """``(name, number of NaN/inf values)`` of every floating-point tensor that has any, in order."""
+    import torch
+
+    found = []
+    for name, tensor in tensors:
+        if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.is_meta:
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            found.append((name, int(finite.numel() - finite.sum())))
+    return found
+
+
+def _describe_nonfinite(label: str, found: List[Tuple[str, int]]) -> str:
+    total = sum(count for _, count in found)
+    names = ", ".join(name for name, _ in found[:3])
+    more = len(found) - 3
+    if more > 0:
+        names += f" and {more} more tensor{'s' if more > 1 else ''}"
+    return (f"checkpoint {label} contains {total} non-finite value{'s' if total > 1 else ''} (NaN/inf) in {names}; "
+            f"the file is damaged or the training diverged: use an earlier checkpoint")
+
+
+def _refuse_nonfinite(label: str, tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
+    found = nonfinite_tensors(tensors)
+    if found:
+        raise CheckpointError(_describe_nonfinite(label, found))
 
 
 # ------------------------------------------------------------------------------------------------- RBPN config
@@ -242,7 +409,12 @@ def _describe_config_mismatch(label: str, sd: StateDict, ckpt: dict, model: dict
     return f"checkpoint {label} " + "; ".join(parts) + hint
 
 
-def _describe_key_mismatch(label: str, sd: StateDict, expected: StateDict, what: str) -> str:
+def _fits(sd: StateDict, expected: StateDict) -> bool:
+    """Whether ``sd`` has exactly the keys of ``expected``, with the same shapes (what a strict load needs)."""
+    return set(sd) == set(expected) and all(tuple(sd[k].shape) == tuple(v.shape) for k, v in expected.items())
+
+
+def _describe_key_mismatch(label: str, sd: StateDict, expected: StateDict, what: str, examples: int = 3) -> str:
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     shapes = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
@@ -252,9 +424,9 @@ def _describe_key_mismatch(label: str, sd: StateDict, expected: StateDict, what:
         return f"checkpoint {label} looks like an SRGAN discriminator (keys net.*), not a generator"
     bits = []
     if missing:
-        bits.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        bits.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:examples])})")
     if unexpected:
-        bits.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        bits.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:examples])})")
     if shapes:
         k = shapes[0]
         bits.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint {list(sd[k].shape)}, "
@@ -270,11 +442,13 @@ def load_into(model: nn.Module, source: Union[PathLike, Mapping[str, torch.Tenso
     """Load a checkpoint (path or state_dict) into ``model`` strictly; returns the checkpoint's meta (or None).
 
     Works whatever the ``module.`` prefixes of checkpoint and model (the model may be wrapped in
-    DataParallel/DDP). A checkpoint of the wrong kind, scale, nFrames or size raises ``CheckpointError``.
+    DataParallel/DDP). A checkpoint of the wrong kind, scale, nFrames or size, or with NaN/inf weights, raises
+    ``CheckpointError`` (naming the file when ``source`` is a path).
     ``what`` ("generator" or "discriminator") picks the network from a training-state file and is used in messages.
     """
     if isinstance(source, Mapping):
         label, meta, sd = "(given state_dict)", None, strip_prefix(source)
+        _refuse_nonfinite(label, sd.items())
     else:
         label = os.fspath(source)
         sd, meta = read_checkpoint(label, trust_pickle=trust_pickle)
@@ -286,7 +460,12 @@ def load_into(model: nn.Module, source: Union[PathLike, Mapping[str, torch.Tenso
             sd = strip_prefix(meta["discriminator"])
         elif kind in ("generator", "discriminator") and kind != what:
             raise CheckpointError(f"checkpoint {label} is a {kind}, but a {what} was expected")
+    _load_strict(model, sd, label, what)
+    return meta
 
+
+def _load_strict(model: nn.Module, sd: StateDict, label: str, what: str) -> None:
+    """``load_state_dict(strict=True)`` after checks that name the config flag or the keys that differ."""
     target = unwrap_model(model)
     expected = target.state_dict()
     model_config = getattr(target, "config", None)
@@ -297,10 +476,47 @@ def load_into(model: nn.Module, source: Union[PathLike, Mapping[str, torch.Tenso
             message = None
         if message:
             raise CheckpointError(message)
-    if set(sd) != set(expected) or any(tuple(sd[k].shape) != tuple(v.shape) for k, v in expected.items()):
+    if not _fits(sd, expected):
         raise CheckpointError(_describe_key_mismatch(label, sd, expected, what))
     target.load_state_dict(sd, strict=True)
-    return meta
+
+
+def _reference_model(sd: StateDict) -> Optional[Tuple[str, nn.Module]]:
+    """``(what, empty model)`` the state_dict should load into: the RBPN its shapes imply, or the SRGAN
+    discriminator; None when it is neither. Built on the meta device (no memory, no init)."""
+    import torch
+
+    if "feat0.conv.weight" in sd:
+        from rbpn import Net
+
+        config = infer_rbpn_config(sd)
+        try:
+            with torch.device("meta"):
+                return "generator", Net(**config)
+        except ValueError as exc:
+            raise CheckpointError(f"its shapes imply an unsupported RBPN config {config}: {exc}") from None
+    if "net.0.weight" in sd:
+        from SRGAN.model import Discriminator
+
+        with torch.device("meta"):
+            return "discriminator", Discriminator()
+    return None
+
+
+def _fit_problem(label: str, sd: StateDict, examples: int = 3) -> Optional[str]:
+    """Why ``sd`` would not load strictly into the network it is for (see ``_reference_model``); None if it would
+    or if it is no RBPN generator / SRGAN discriminator."""
+    try:
+        reference = _reference_model(sd)
+    except CheckpointError as exc:
+        return f"checkpoint {label}: {exc}"
+    if reference is None:
+        return None
+    what, model = reference
+    expected = model.state_dict()
+    if _fits(sd, expected):
+        return None
+    return _describe_key_mismatch(label, sd, expected, what, examples)
 
 
 def residual_method(value) -> Optional[str]:
@@ -348,7 +564,7 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
         net = Net(**config)
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {label} implies an unsupported RBPN config {config}: {exc}") from None
-    load_into(net, sd, what="generator")
+    _load_strict(net, sd, label, "generator")
     if meta is not None and meta.get("residual"):
         config["residual"] = residual_method(meta["residual"])
     return net, config
@@ -357,8 +573,10 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
 # ------------------------------------------------------------------------------------------------------------- CLI
 
 
-def _info(path: str) -> None:
-    sd, meta = read_checkpoint(path)
+def _info(path: str) -> int:
+    """Print what a checkpoint holds; returns 1 when the loaders would refuse it (each reason on a ``problem:``
+    line), else 0."""
+    sd, meta = read_checkpoint(path, check_finite=False)
     n_params = sum(v.numel() for k, v in sd.items() if v.is_floating_point() and "running_" not in k)
     print(f"{path}: {len(sd)} tensors, {n_params:,} values")
     print(f"format: {'plain state_dict (original)' if meta is None else meta.get('format', 'dict')}"
@@ -369,14 +587,38 @@ def _info(path: str) -> None:
         print(f"residual (output added to the bicubic upscale): {meta['residual']}")
     if meta and meta.get("note"):
         print(f"note: {meta['note']}")
+    problems = []
+    found = nonfinite_tensors(_named_weights(sd, meta))
+    if found:
+        problems.append(_describe_nonfinite(path, found))
+    fit = _fit_problem(path, sd, examples=_INFO_EXAMPLES)
     if "feat0.conv.weight" in sd:
-        print(f"RBPN config from shapes: {infer_rbpn_config(sd)}")
+        try:
+            print(f"RBPN config from shapes: {infer_rbpn_config(sd)}")
+        except CheckpointError:
+            pass  # the shapes imply no config: the fit problem says why
+        if not fit:
+            print("keys and shapes: those of the RBPN generator of that config (loads strictly)")
     elif "net.0.weight" in sd:
-        print("SRGAN discriminator")
+        print("SRGAN discriminator" + ("" if fit else "; keys and shapes match (loads strictly)"))
+    if fit:
+        problems.append(fit)
+    if meta and _is_state_dict(meta.get("discriminator")):
+        fit = _fit_problem(f"{path} (discriminator)", strip_prefix(meta["discriminator"]), examples=_INFO_EXAMPLES)
+        if fit:
+            problems.append(fit)
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 1 if problems else 0
 
 
 def _convert(src: str, dst: str, plain: bool, trust_pickle: bool, extra: Optional[dict] = None) -> None:
-    sd, meta = read_checkpoint(src, trust_pickle=trust_pickle)
+    sd, meta = read_checkpoint(src, trust_pickle=trust_pickle, check_finite=False)
+    _refuse_nonfinite(src, sd.items())  # only the network that is written matters
+    problem = _fit_problem(src, sd)
+    if problem:
+        raise CheckpointError(f"{problem}; convert writes only checkpoints that load strictly, so fix the keys of "
+                              f"the state_dict first")
     kept = {k: meta[k] for k in ("residual", "note") if meta is not None and meta.get(k)}
     extra = dict(kept, **(extra or {}))
     if plain:
@@ -393,9 +635,11 @@ def _convert(src: str, dst: str, plain: bool, trust_pickle: bool, extra: Optiona
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description="Inspect or convert iSeeBetter/RBPN checkpoints.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="print what a checkpoint holds and the RBPN config it implies")
+    p_info = sub.add_parser("info", help="print what a checkpoint holds, the RBPN config it implies, and anything "
+                                         "that makes the loaders refuse it (then the exit status is 1)")
     p_info.add_argument("path")
-    p_conv = sub.add_parser("convert", help="rewrite a checkpoint in the project format (or plain with --plain)")
+    p_conv = sub.add_parser("convert", help="rewrite a checkpoint in the project format (or plain with --plain); "
+                                            "refuses one that does not load strictly or has NaN/inf weights")
     p_conv.add_argument("src")
     p_conv.add_argument("dst")
     p_conv.add_argument("--plain", action="store_true", help="write a bare state_dict (original-compatible)")
@@ -407,12 +651,11 @@ def main(argv: Optional[list] = None) -> int:
     p_conv.add_argument("--note", default=None, help="free text stored in the checkpoint (e.g. how it was trained)")
     args = parser.parse_args(argv)
     if args.command == "info":
-        _info(args.path)
-    else:
-        extra = {"residual": args.residual} if args.residual else {}
-        if args.note:
-            extra["note"] = args.note
-        _convert(args.src, args.dst, args.plain, args.trust_pickle, extra)
+        return _info(args.path)
+    extra = {"residual": args.residual} if args.residual else {}
+    if args.note:
+        extra["note"] = args.note
+    _convert(args.src, args.dst, args.plain, args.trust_pickle, extra)
     return 0
 
 

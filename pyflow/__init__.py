@@ -13,9 +13,11 @@ Inputs (both images must have the same shape):
 * ``(H, W, 3)`` colour (RGB) or ``(H, W, 1)`` gray, or a 2-D ``(H, W)`` gray array, which is treated as
   ``(H, W, 1)``; ``im2W`` then comes back 2-D as well.
 * dtype float64 or float32 with values in [0, 1] (float32 is converted to float64 exactly), or uint8, which is
-  divided by 255 (``uint8 / 255.0`` in float64, the same values RBPN feeds the reference).
-* Anything else (other dtypes or channel counts, NaN/inf, empty or mismatched arrays) raises ``TypeError`` or
-  ``ValueError`` with a message saying what to pass.
+  divided by 255 (``uint8 / 255.0`` in float64, the same values RBPN feeds the reference). Float values outside
+  [0, 1] by more than ``RANGE_TOLERANCE`` (1e-6, room for rounding error only) are refused: a 0..255 float image
+  silently gives a different flow, and huge values a zero one. Values within the tolerance are used as they are.
+* Anything else (other dtypes or channel counts, NaN/inf, out-of-range floats, empty or mismatched arrays, a
+  ``colType`` other than 0 or 1) raises ``TypeError`` or ``ValueError`` with a message saying what to pass.
 
 Differences from the reference package: nothing is printed; the GIL is released during the computation and all
 state is local, so calls from several threads run in parallel (see ``coarse2fine_flow_batch``); Im2's shape is
@@ -48,6 +50,13 @@ RBPN_PARAMS = dict(
     alpha=0.012, ratio=0.75, minWidth=20, nOuterFPIterations=7, nInnerFPIterations=1, nSORIterations=30, colType=0
 )
 
+# How far float input may stray outside [0, 1] (rounding error of arithmetic on [0, 1] images, not resampling
+# overshoot, which must be clipped).
+RANGE_TOLERANCE = 1e-6
+# colType: 0 = RGB gray weights; 1 = the reference's "GRAY" tag, which for 3-channel input swaps the gray weights to
+# BGR order at the finest pyramid level (no effect on 1-channel input). The reference treats any other value as 0.
+_COL_TYPES = (0, 1)
+
 _HOW = "pass a numpy array of shape (H, W, 3) RGB, (H, W, 1) or (H, W) gray, dtype float64/float32 in [0, 1] or uint8"
 
 
@@ -71,9 +80,21 @@ def _as_image(im, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} has {out.shape[2]} channels (shape {im.shape}); {_HOW} (drop an alpha channel first)"
         )
-    if im.dtype != np.uint8 and not np.isfinite(out).all():
-        raise ValueError(f"{name} contains NaN or infinite values; pass finite values in [0, 1]")
+    if im.dtype != np.uint8:
+        _check_range(out, name)
     return np.ascontiguousarray(out)
+
+
+def _check_range(im: np.ndarray, name: str) -> None:
+    """Refuse NaN/inf and values outside [0, 1] (beyond ``RANGE_TOLERANCE``); one min and one max pass."""
+    lo, hi = float(im.min()), float(im.max())  # NaN propagates through min/max, inf shows as an end
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name} contains NaN or infinite values; pass finite values in [0, 1]")
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"{name} has values from {lo:.6g} to {hi:.6g}, outside [0, 1]; float images must be in [0, 1]: "
+            f"divide 0..255 values by 255 (or pass uint8), and clip any resampling overshoot with np.clip(im, 0, 1)"
+        )
 
 
 def _check_params(alpha, ratio, minWidth, nOuter, nInner, nSOR, colType) -> None:
@@ -87,6 +108,10 @@ def _check_params(alpha, ratio, minWidth, nOuter, nInner, nSOR, colType) -> None
     for name, value in counts:
         if not 0 <= value <= 100000:
             raise ValueError(f"{name} must be between 0 and 100000, got {value}")
+    if colType not in _COL_TYPES:
+        raise ValueError(
+            f"colType must be 0 (RGB) or 1 (the reference's GRAY tag: BGR gray weights for colour input), got {colType}"
+        )
 
 
 def _prepare(Im1, Im2, alpha, ratio, minWidth, nOuter, nInner, nSOR, colType):

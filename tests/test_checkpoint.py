@@ -1,16 +1,24 @@
 """Checkpoint I/O: original and project formats, module. prefixes, config inference, clear errors."""
 
+import errno
 import os
+import pickle
+import random
+import re
+import shutil
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import TINY_NET
+from conftest import ROOT, TINY_NET
 
+import atomic
 import checkpoint
 import rbpn
 from checkpoint import CheckpointError
-from errors import UserError
+from errors import UserError, run_cli
 from SRGAN.model import Discriminator
 
 
@@ -242,3 +250,288 @@ def test_residual_flag_survives_convert_and_build_generator(tmp_path, capsys):
     assert checkpoint.residual_method(True) == "pil" and checkpoint.residual_method(False) is None
     with pytest.raises(checkpoint.CheckpointError, match="residual"):
         checkpoint.residual_method("lanczos")
+
+
+# ------------------------------------------------------------------------------------------ non-finite weights
+
+
+def _poisoned(bad: float = float("nan"), count: int = 1, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """A tiny RBPN state_dict with ``count`` non-finite values in output.conv.weight."""
+    sd = _tiny(seed=seed).state_dict()
+    sd["output.conv.weight"].view(-1)[:count] = bad
+    return sd
+
+
+NONFINITE = r"contains 1 non-finite value \(NaN/inf\) in output\.conv\.weight; .*diverged.*earlier checkpoint"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_weights_refused_by_every_loader(tmp_path, bad):
+    # T16 / R11d: a NaN or inf weight used to give wrong frames (or a diverging fine-tune) with no word.
+    plain = tmp_path / "nan_plain.pth"
+    torch.save(_poisoned(bad), plain)
+    for load in (checkpoint.build_generator, lambda p: checkpoint.load_into(_tiny(), p), checkpoint.read_checkpoint):
+        with pytest.raises(CheckpointError, match=NONFINITE) as info:
+            load(plain)
+        assert str(plain) in str(info.value) and "\n" not in str(info.value)
+    project = tmp_path / "nan_project.pth"
+    checkpoint.save_checkpoint(project, "generator", _poisoned(bad), dict(TINY_NET))
+    with pytest.raises(CheckpointError, match=NONFINITE):
+        checkpoint.build_generator(project)
+    with pytest.raises(CheckpointError, match=NONFINITE):  # a state_dict handed over directly
+        checkpoint.load_into(_tiny(), _poisoned(bad))
+
+
+def test_nonfinite_count_and_several_tensors_named():
+    sd = _poisoned(count=3)
+    sd["feat0.conv.bias"][0] = float("inf")
+    sd["DBPN.feat1.conv.weight"].view(-1)[:2] = float("nan")
+    sd["res_feat1.0.conv1.weight"].view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"contains 7 non-finite values \(NaN/inf\) in feat0\.conv\.bias, "
+                                              r"DBPN\.feat1\.conv\.weight, res_feat1\.0\.conv1\.weight and 1 more "
+                                              r"tensor;"):
+        checkpoint.load_into(_tiny(), sd)
+
+
+def test_nonfinite_training_state_refused_on_resume(tmp_path):
+    g, d = _tiny(seed=1), Discriminator()
+    with torch.no_grad():
+        d.net[0].weight[0, 0, 0, 0] = float("nan")
+    path = tmp_path / "training_state_4_3.pth"
+    checkpoint.save_training_state(path, g, d, g.config, epoch=3)
+    with pytest.raises(CheckpointError, match=r"1 non-finite value \(NaN/inf\) in discriminator\.net\.0\.weight"):
+        checkpoint.read_training_state(path)
+    with pytest.raises(CheckpointError, match="discriminator.net.0.weight"):
+        checkpoint.load_into(Discriminator(), path, what="discriminator")
+
+
+def test_cli_info_flags_nonfinite_and_convert_refuses(tmp_path, capsys):
+    # C01: info and convert accepted NaN weights without a word.
+    plain = tmp_path / "nan_plain.pth"
+    torch.save(_poisoned(), plain)
+    assert checkpoint.main(["info", str(plain)]) == 1
+    out = capsys.readouterr().out
+    assert "RBPN config from shapes" in out  # still describes the file
+    assert re.search(r"problem: .*1 non-finite value \(NaN/inf\) in output\.conv\.weight", out)
+    dst = tmp_path / "out.pth"
+    with pytest.raises(CheckpointError, match=NONFINITE):
+        checkpoint.main(["convert", str(plain), str(dst)])
+    assert sorted(os.listdir(tmp_path)) == ["nan_plain.pth"]
+
+
+def test_cli_info_of_a_good_checkpoint_reports_no_problem(tmp_path, capsys):
+    path = tmp_path / "good.pth"
+    torch.save(_tiny().state_dict(), path)
+    assert checkpoint.main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "problem" not in out and "loads strictly" in out
+
+
+# ---------------------------------------------------------------------------------------------- key mismatches
+
+
+def _with_extra_keys() -> "OrderedDict[str, torch.Tensor]":
+    sd = _tiny().state_dict()
+    sd["extra.a"] = torch.zeros(2)
+    sd["extra.b"] = torch.zeros(3)
+    return sd
+
+
+def test_key_mismatch_message_names_the_file(tmp_path):
+    # T15d: the tester said "checkpoint (given state_dict) does not fit the generator".
+    path = tmp_path / "extra_keys.pth"
+    torch.save(_with_extra_keys(), path)
+    for load in (checkpoint.build_generator, lambda p: checkpoint.load_into(_tiny(), p)):
+        with pytest.raises(CheckpointError, match=r"2 unexpected keys \(e\.g\. extra\.a, extra\.b\)") as info:
+            load(path)
+        assert f"checkpoint {path} does not fit the generator" in str(info.value)
+        assert "(given state_dict)" not in str(info.value)
+
+
+def test_cli_info_lists_key_mismatch_and_convert_refuses(tmp_path, capsys):
+    # C03: info said nothing about extra keys, and convert wrote a "generator" the tester then refused.
+    path = tmp_path / "extra_keys.pth"
+    torch.save(_with_extra_keys(), path)
+    assert checkpoint.main(["info", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"problem: .*does not fit the generator: 2 unexpected keys \(e\.g\. extra\.a, extra\.b\)", out)
+    sd = _tiny().state_dict()
+    del sd["output.conv.bias"]
+    missing = tmp_path / "missing_key.pth"
+    torch.save(sd, missing)
+    assert checkpoint.main(["info", str(missing)]) == 1
+    assert "1 missing keys (e.g. output.conv.bias)" in capsys.readouterr().out
+    for src in (path, missing):
+        with pytest.raises(CheckpointError, match=r"does not fit the generator.*convert writes only checkpoints"):
+            checkpoint.main(["convert", str(src), str(tmp_path / "out.pth")])
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_cli_convert_refuses_discriminator_that_does_not_fit(tmp_path):
+    sd = Discriminator().state_dict()
+    del sd["net.3.running_mean"]
+    path = tmp_path / "netD.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"does not fit the discriminator: 1 missing keys"):
+        checkpoint.main(["convert", str(path), str(tmp_path / "out.pth")])
+
+
+# ------------------------------------------------------------------------------------- disk full, bad targets
+
+
+def _enospc_save(kind: str):
+    """A ``torch.save`` that fails like a full disk: OSError(ENOSPC), or torch's RuntimeError raised while the
+    OSError is being handled (what a real full disk gives when saving to a file object)."""
+
+    def save(obj, f, *args, **kwargs):
+        f.write(b"\0" * 100)
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            if kind == "oserror":
+                raise
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+    return save
+
+
+@pytest.mark.parametrize("kind", ["oserror", "runtimeerror"])
+def test_disk_full_save_is_one_line_user_error(tmp_path, monkeypatch, kind):
+    # R09: the RuntimeError escaped as a raw traceback.
+    path = tmp_path / "training_state_4_2.pth"
+    checkpoint.atomic_torch_save({"a": torch.ones(2)}, path)
+    monkeypatch.setattr(torch, "save", _enospc_save(kind))
+    with pytest.raises(UserError) as info:
+        checkpoint.atomic_torch_save({"w": torch.zeros(1_000_000)}, path)  # 4 MB of float32
+    message = str(info.value)
+    assert re.fullmatch(rf"cannot save checkpoint {re.escape(str(path))}: the disk is full \(needs about 4\.0 MB, "
+                        rf"[\d.]+ MB free in {re.escape(str(tmp_path))}\); free some space or save to another folder.*",
+                        message), message
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))  # the earlier file is intact
+    assert os.listdir(tmp_path) == [path.name]  # no temp file left
+
+
+def test_unrelated_runtime_error_is_not_reported_as_disk_full(tmp_path, monkeypatch):
+    def broken(obj, f, *args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        checkpoint.atomic_torch_save({"a": torch.ones(2)}, tmp_path / "x.pth")
+
+
+def _can_mount_tmpfs() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root to mount a tmpfs")
+def test_disk_full_save_on_a_real_tiny_tmpfs(tmp_path):
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mount -t tmpfs is not allowed here")
+    try:
+        earlier = mnt / "netG_epoch_4_1.pth"
+        checkpoint.atomic_torch_save({"a": torch.ones(2)}, earlier)
+        with pytest.raises(UserError, match=r"the disk is full \(needs about 1\.0 MB, 0\.\d MB free in "):
+            checkpoint.atomic_torch_save({"w": torch.zeros(250_000)}, mnt / "netG_epoch_4_2.pth")
+        assert torch.equal(torch.load(earlier, weights_only=True)["a"], torch.ones(2))
+        assert os.listdir(mnt) == [earlier.name]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _run_cli(argv, capsys) -> tuple:
+    with pytest.raises(SystemExit) as info:
+        run_cli(checkpoint.main, argv)
+    return info.value.code, capsys.readouterr().err
+
+
+def test_cli_convert_to_a_folder_or_unwritable_path_is_one_line_error(tmp_path, capsys, monkeypatch):
+    # C08 / C10: IsADirectoryError and PermissionError tracebacks.
+    src = tmp_path / "orig.pth"
+    torch.save(_tiny().state_dict(), src)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code, err = _run_cli(["convert", str(src), str(folder)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err == f"error: cannot save checkpoint {folder}: it is a folder; give a file name like " \
+                  f"{os.path.join(folder, 'model.pth')}\n"
+
+    blocker = tmp_path / "somefile"
+    blocker.write_text("x")
+    code, err = _run_cli(["convert", str(src), str(blocker / "x.pth")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: cannot save checkpoint {blocker / 'x.pth'}: ") and "file is in the way" in err
+
+    readonly = tmp_path / "ro_dir"
+    readonly.mkdir()
+    if os.geteuid() == 0:  # root ignores file modes: make creating the temp file fail as it would for a user
+        def denied(*args, dir=None, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, ".tmp_x.part"))
+
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
+    else:
+        readonly.chmod(0o500)
+    try:
+        code, err = _run_cli(["convert", str(src), str(readonly / "x.pth")], capsys)
+    finally:
+        readonly.chmod(0o700)
+    assert code == 2 and err.count("\n") == 1
+    assert err == f"error: cannot save checkpoint {readonly / 'x.pth'}: permission denied: check the permissions " \
+                  f"or choose another folder\n"
+    assert os.listdir(readonly) == [] and os.listdir(folder) == []
+
+
+# ------------------------------------------------------------------------------------------- "pickled" hint
+
+
+def test_pickle_hint_only_for_real_pickles(tmp_path):
+    # R07b / R21b: random bytes and text files were said to hold "pickled Python objects".
+    good = tmp_path / "good.pth"
+    torch.save(_tiny().state_dict(), good)
+    rand = tmp_path / "rand.pth"
+    rand.write_bytes(random.Random(0).randbytes(1000))
+    text = tmp_path / "vgg.txt"
+    text.write_text("not weights\n" * 10)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    not_torch = tmp_path / "plain_pickle.pth"
+    not_torch.write_bytes(pickle.dumps({"a": 1}))
+    for bad in (rand, text, truncated, not_torch):
+        for read in (checkpoint.read_checkpoint, checkpoint.read_training_state):
+            with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint or is truncated/corrupt") as info:
+                read(bad)
+            message = str(info.value)
+            assert "pickled" not in message and "trust-pickle" not in message and "\n" not in message
+            assert "Weights only load failed" not in message  # torch's multi-line text is not the detail
+
+
+def test_pickled_training_state_never_suggests_convert(tmp_path):
+    whole = tmp_path / "training_state_4_1.pth"
+    torch.save({"model": _tiny()}, whole)
+    with pytest.raises(CheckpointError, match="pickled Python objects") as info:
+        checkpoint.read_training_state(whole)
+    assert "convert" not in str(info.value) and "trust-pickle" not in str(info.value)
+    with pytest.raises(CheckpointError, match="convert it once with .*--trust-pickle"):
+        checkpoint.read_checkpoint(whole)
+
+
+# ------------------------------------------------------------------------------------------------------ -h
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["info", "-h"], ["convert", "-h"]])
+def test_help_does_not_import_torch(argv):
+    # T37: `python checkpoint.py -h` took 4 s because torch was imported before argparse.
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['checkpoint.py'] + {argv!r}\n"
+            "try:\n"
+            "    runpy.run_path('checkpoint.py', run_name='__main__')\n"
+            "except SystemExit as exc:\n"
+            "    assert exc.code == 0, exc.code\n"
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout and out.stdout.rstrip().endswith("torch not imported")

@@ -223,3 +223,48 @@ def test_import_from_other_directory(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(8, 8)"
+
+
+@pytest.mark.parametrize(
+    "scale, offset, dtype",
+    [(255.0, 0.0, np.float64), (255.0, 0.0, np.float32), (1e300, 0.0, np.float64), (1.0, -0.5, np.float64),
+     (1.0, 1e-4, np.float32)],
+)
+def test_float_input_outside_unit_range_rejected(scale, offset, dtype):
+    # P10: a 0..255 float image used to give a different flow silently, and 1e300 an all-zero one.
+    good = _textured(16, 20)
+    bad = (good * scale + offset).astype(dtype)
+    with pytest.raises(ValueError, match=r"Im1 has values .* outside \[0, 1\].*divide .* by 255"):
+        pyflow.coarse2fine_flow(bad, good, **pyflow.RBPN_PARAMS)
+    with pytest.raises(ValueError, match=r"Im2 has values"):
+        pyflow.coarse2fine_flow(good, bad, **pyflow.RBPN_PARAMS)
+    with pytest.raises(ValueError, match=r"neighbour 1: Im2 has values"):
+        pyflow.coarse2fine_flow_batch(good, [good, bad], **pyflow.RBPN_PARAMS)
+    with pytest.raises(ValueError, match=r"Im1 has values"):
+        pyflow.rbpn_flows(bad, [good])
+
+
+def test_float_rounding_error_at_range_ends_accepted():
+    # Arithmetic on [0, 1] images can land a hair outside; up to 1e-6 is tolerated (and passed through unchanged).
+    a, b = _textured(16, 20), _textured(16, 20, seed=1)
+    a[0, 0, 0], b[0, 0, 0] = 1 + 1e-9, -1e-9
+    u, v, _ = pyflow.coarse2fine_flow(a, b, **pyflow.RBPN_PARAMS)
+    assert np.isfinite(u).all() and np.isfinite(v).all()
+
+
+@pytest.mark.parametrize("col_type", [7, -3, 2])
+def test_bad_coltype_rejected(col_type):
+    # P13: any integer used to be accepted (and silently treated as 0).
+    a = np.zeros((8, 8, 3))
+    with pytest.raises(ValueError, match=rf"colType must be 0 .* or 1 .*got {col_type}"):
+        pyflow.coarse2fine_flow(a, a, colType=col_type)
+    with pytest.raises(ValueError, match="colType"):
+        pyflow.coarse2fine_flow_batch(a, [a], colType=col_type)
+
+
+def test_coltype_one_accepted_and_differs_for_colour():
+    a, b = _textured(32, 40, seed=2), _textured(32, 40, seed=3)
+    params = dict(pyflow.RBPN_PARAMS)
+    rgb = pyflow.coarse2fine_flow(a, b, **dict(params, colType=0))
+    bgr = pyflow.coarse2fine_flow(a, b, **dict(params, colType=1))
+    assert not np.array_equal(rgb[0], bgr[0])
