@@ -24,7 +24,8 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Set, Tuple
+from fractions import Fraction
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -43,13 +44,16 @@ from options import (
     check_positive,
 )
 from video_io import (
+    CODECS,
+    PRESETS,
     find_video_sources,
     is_image_file,
     is_video_file,
-    iter_video,
+    iter_video_timed,
     list_frames,
     load_rgb,
     save_rgb,
+    video_extension,
     video_info,
     write_video,
 )
@@ -109,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge", choices=EDGE_MODES, default="centre",
                    help="neighbours beyond the clip ends: centre frame (original), reflect or clamp")
     add_bool(p, "save_frames", True, "save the SR frames as PNG when evaluating (always saved with --upscale_only)")
+    video = p.add_argument_group("video output (--upscale_only with a video input)")
+    video.add_argument("--codec", choices=tuple(CODECS), default="h264",
+                       help="h264 (browser-playable mp4, default), h265 (smaller mp4) or ffv1 (lossless, mkv)")
+    video.add_argument("--crf", type=int, default=18, help="quality for h264/h265: 0 (best) .. 51 (default 18)")
+    video.add_argument("--preset", choices=PRESETS, default="medium", help="x264/x265 speed preset (default medium)")
+    video.add_argument("--frames", default=None, metavar="START:END",
+                       help="only frames START..END (1-based, inclusive, as the output names 00001.png...; either "
+                            "may be left out: 101: or :50); audio is cut to match")
+    video.add_argument("--resume", action="store_true",
+                       help="continue an interrupted upscale: frames already written (complete, right size) are kept, "
+                            "the others computed, then the video is assembled")
     return p
 
 
@@ -139,7 +154,7 @@ class Clip:
     video: Optional[str] = None
     frames: Optional[List[str]] = None
     targets: Optional[Set[int]] = None  # frame indices to produce (None = all)
-    fps: float = 25.0
+    fps: Fraction = Fraction(25)
     frame_names: List[str] = field(default_factory=list)  # unique output names of ``frames``
 
     def __post_init__(self) -> None:
@@ -160,19 +175,19 @@ class Clip:
         """The files this clip reads."""
         return [self.video] if self.video is not None else list(self.frames)
 
-    def iter_frames(self) -> Iterator[np.ndarray]:
+    def iter_frames(self) -> Iterator[Tuple[np.ndarray, Optional[Fraction]]]:
+        """(frame, source time in seconds or None for frame files)."""
         if self.video is not None:
-            yield from iter_video(self.video)
+            yield from iter_video_timed(self.video)
         else:
             for path in self.frames:
-                yield load_rgb(path)
+                yield load_rgb(path), None
 
 
 def _clip_from_path(path: str, name: str) -> Clip:
     if os.path.isdir(path):
         return Clip(name, frames=list_frames(path))
-    info = video_info(path)
-    return Clip(name, video=path, fps=info["fps"] if info["fps"] > 0 else 25.0)
+    return Clip(name, video=path, fps=video_info(path)["rate"])
 
 
 def clips_from_input(path: str) -> List[Clip]:
@@ -245,19 +260,21 @@ def planned_outputs(clip: Clip, args: argparse.Namespace) -> Tuple[Optional[str]
     files = [os.path.join(out, clip.name + "_compare.png")]
     if args.upscale_only:
         if clip.video is not None:
-            files.append(os.path.join(out, clip.name + ".mp4"))
+            files.append(os.path.join(out, clip.name + video_extension(args.codec)))
     else:
         files.append(os.path.join(out, clip.name + "_psnr.png"))
     save = args.upscale_only or args.save_frames
     return (os.path.join(out, clip.name) if save else None), files
 
 
-def _planned_frame_files(clip: Clip) -> Optional[Set[str]]:
+def _planned_frame_files(clip: Clip, frames: Optional[range]) -> Optional[Set[str]]:
     """Names of the SR frames the clip writes into its folder; None when a video does not say how many it has."""
     count = clip.count()
     if count is None:
         return None
     indices = range(count) if clip.targets is None else clip.targets
+    if frames is not None:
+        indices = [t for t in indices if t in frames]
     return {clip.frame_name(t) + ".png" for t in indices}
 
 
@@ -301,7 +318,7 @@ def check_output(clips: List[Clip], args: argparse.Namespace) -> None:
         if os.path.isdir(folder):
             atomic.remove_stale_temps(folder)
             existing = {n for n in os.listdir(folder) if not n.startswith(".")}
-            planned = _planned_frame_files(clip)
+            planned = _planned_frame_files(clip, parse_frames(args.frames))
             extra = sorted(existing - planned) if planned is not None else sorted(existing)
             if extra:
                 raise UserError(f"{folder} already holds {len(extra)} file(s) that this run would not replace "
@@ -349,49 +366,99 @@ def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module],
 # ------------------------------------------------------------------------------------------------------ processing
 
 
-def _same_size(stream: Iterator[np.ndarray], clip: Clip) -> Iterator[np.ndarray]:
+def _same_size(stream: Iterator[Tuple[np.ndarray, object]], clip: Clip) -> Iterator[Tuple[np.ndarray, object]]:
     size = None
-    for k, frame in enumerate(stream):
+    for k, (frame, payload) in enumerate(stream):
         if size is None:
             size = frame.shape[:2]
         elif frame.shape[:2] != size:
             raise UserError(f"clip {clip.name}: frame {k} ({clip.frame_name(k)}) is {frame.shape[1]}x"
                             f"{frame.shape[0]} but the first frame is {size[1]}x{size[0]}; all frames of a clip "
                             f"must have the same size")
-        yield frame
+        yield frame, payload
 
 
-def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, config: dict, args, device
-               ) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
-    """(t, payload, lr, SR as float HxWx3 on 0..255, unclamped) for every target frame of the clip."""
+def parse_frames(text: Optional[str]) -> Optional[range]:
+    """``--frames START:END`` (1-based, inclusive, either side optional) -> 0-based range; None for all frames."""
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        first = int(parts[0]) if parts[0].strip() else 1
+        last = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise UserError(f"--frames {text!r}: expected START:END with whole numbers, e.g. 1:100, 101: or :50") from None
+    if first < 1 or (last is not None and last < first):
+        raise UserError(f"--frames {text!r}: START must be >= 1 and END >= START (frames count from 1)")
+    return range(first - 1, last if last is not None else 2**62)
+
+
+def frame_selector(clip: Clip, frames: Optional[range], done: Set[int] = frozenset()) -> Callable[[int], bool]:
+    """keep(t): frame t is a target of the clip, inside ``--frames`` and not already ``done``."""
+    def keep(t: int) -> bool:
+        return ((clip.targets is None or t in clip.targets) and (frames is None or t in frames)
+                and t not in done)
+    return keep
+
+
+def _stop_after(items: Iterator, frames: Optional[range], nFrames: int) -> Iterator:
+    """Stop decoding once the last selected frame and its future neighbours have been read."""
+    for t, item in enumerate(items):
+        if frames is not None and t >= frames.stop + nFrames:
+            return
+        yield item
+
+
+def finished_frames(folder: str, clip: Clip, expected_hw: Tuple[int, int]) -> Set[int]:
+    """Indices of SR frames already in ``folder`` that decode and have the expected size (for ``--resume``)."""
+    import cv2
+
+    done = set()
+    if not os.path.isdir(folder):
+        return done
+    names = {n for n in os.listdir(folder) if n.endswith(".png")}
+    count = clip.count() or 0
+    for t in range(count):
+        name = clip.frame_name(t) + ".png"
+        if name in names:
+            img = cv2.imread(os.path.join(folder, name), cv2.IMREAD_UNCHANGED)
+            if img is not None and img.shape[:2] == expected_hw:
+                done.add(t)
+    return done
+
+
+def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, config: dict, args, device,
+               keep: Callable[[int], bool]) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
+    """(t, payload, lr, SR as float HxWx3 on 0..255, unclamped) for every frame t with ``keep(t)``."""
     from dataset import bicubic_upscale
     from inference import sr_image, super_resolve_clip
 
     scale = config["scale_factor"]
-    keep = clip.targets
     if model is None:
         for t, (lr, payload) in enumerate(items):
-            if keep is None or t in keep:
+            if keep(t):
                 yield t, payload, lr, bicubic_upscale(lr, scale, args.degradation).astype(np.float64)
         return
     stream = super_resolve_clip(model, items, config["nFrames"], future_frame=args.future_frame, edge=args.edge,
                                 tile=args.tile, overlap=args.tile_overlap, chop=args.chop_forward,
-                                precision=args.precision, device=device, flow_threads=args.threads,
-                                keep=None if keep is None else keep.__contains__)
+                                precision=args.precision, device=device, flow_threads=args.threads, keep=keep)
     for t, payload, lr, sr in stream:
         yield t, payload, lr, sr_image(sr, lr, scale, args.residual)
 
 
-def _progress(clip: Clip):
+def _progress(clip: Clip, keep: Callable[[int], bool]):
     from tqdm import tqdm
 
-    total = len(clip.targets) if clip.targets is not None else clip.count()
+    count = clip.count()
+    total = sum(1 for t in range(count) if keep(t)) if count else None
     return tqdm(total=total, unit="frame", desc=clip.name, dynamic_ncols=True, leave=True)
 
 
 def _warn_if_truncated(clip: Clip, decoded: int) -> None:
     """A video whose header promises more frames than decode: say so (the run still uses what decoded)."""
-    if clip.video is None or clip.targets is not None:
+    if clip.video is None:
         return
     header = clip.count()
     if header is not None and decoded < header:
@@ -399,30 +466,59 @@ def _warn_if_truncated(clip: Clip, decoded: int) -> None:
                        f"(truncated or damaged file?); the output has {decoded} frames")
 
 
+def _counted(items: Iterator, counter: Dict[int, object]) -> Iterator:
+    """Pass ``(frame, time)`` items through, recording each frame's source time by index."""
+    for t, (frame, stamp) in enumerate(items):
+        counter[t] = stamp
+        yield frame, stamp
+
+
 def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
-    """SR frames as PNG in ``<output>/<clip>/``, an mp4 for video input, and ``<clip>_compare.png`` (bicubic | SR)."""
+    """SR frames as PNG in ``<output>/<clip>/``, a video for video input (source rate, timestamps and audio kept),
+    and ``<clip>_compare.png`` (bicubic | SR)."""
     from dataset import bicubic_upscale
 
+    scale = config["scale_factor"]
     folder = os.path.join(args.output, clip.name)
-    items = ((lr, None) for lr in _same_size(clip.iter_frames(), clip))
-    saved = []
+    frames = parse_frames(args.frames)
+    done: Set[int] = set()
+    if args.resume:
+        first = next(iter(_same_size(clip.iter_frames(), clip)))[0]
+        done = finished_frames(folder, clip, (first.shape[0] * scale, first.shape[1] * scale))
+        if done:
+            logger.info(f"{clip.name}: --resume keeps {len(done)} frame(s) already in {folder}/")
+    keep = frame_selector(clip, frames)
+    compute = frame_selector(clip, frames, done)
+    times: Dict[int, object] = {}
+    items = _stop_after(_counted(_same_size(clip.iter_frames(), clip), times), frames, config["nFrames"])
     middle = (clip.count() or 1) // 2
     shown, last = None, None
-    with _progress(clip) as bar:
-        for t, _, lr, sr in _sr_frames(clip, items, model, config, args, device):
-            path = os.path.join(folder, clip.frame_name(t) + ".png")
+    with _progress(clip, compute) as bar:
+        for t, _, lr, sr in _sr_frames(clip, items, model, config, args, device, compute):
             sr8 = metrics.to_uint8(sr)
-            save_rgb(path, sr8)
-            saved.append(path)
+            save_rgb(os.path.join(folder, clip.frame_name(t) + ".png"), sr8)
             last = (t, lr, sr8)
             if shown is None and t >= middle:
                 shown = last
             bar.update(1)
-    _warn_if_truncated(clip, len(saved))
+    selected = [t for t in sorted(times) if keep(t)]
+    if frames is None:
+        _warn_if_truncated(clip, len(times))
+    if not selected:
+        raise UserError(f"clip {clip.name}: no frame selected (--frames {args.frames}, {len(times)} frames decoded)")
+    saved = [os.path.join(folder, clip.frame_name(t) + ".png") for t in selected]
     if clip.video is not None:
-        mp4 = os.path.join(args.output, clip.name + ".mp4")
-        write_video(mp4, (load_rgb(p) for p in saved), clip.fps)
-        logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/ and {mp4} ({clip.fps:g} fps)")
+        video = os.path.join(args.output, clip.name + video_extension(args.codec))
+        stamps = [times[t] for t in selected]
+        exact = all(stamp is not None for stamp in stamps)
+        span = None
+        if frames is not None and exact:
+            end = times.get(selected[-1] + 1, stamps[-1] + 1 / clip.fps)
+            span = (stamps[0], end)
+        write_video(video, (load_rgb(p) for p in saved), clip.fps, codec=args.codec, crf=args.crf,
+                    preset=args.preset, times=stamps if exact else None, audio_from=clip.video, time_range=span,
+                    log=logger.warning)
+        logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/ and {video} ({args.codec}, {clip.fps} fps)")
     else:
         logger.info(f"{clip.name}: {len(saved)} frames -> {folder}/")
     shown = shown or last
@@ -430,7 +526,7 @@ def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
         import plots
 
         t, lr, sr8 = shown
-        bic = bicubic_upscale(lr, config["scale_factor"], "pil")
+        bic = bicubic_upscale(lr, scale, "pil")
         compare = os.path.join(args.output, clip.name + "_compare.png")
         plots.side_by_side(compare, [("bicubic", bic), ("iSeeBetter", sr8)])
         logger.info(f"{clip.name}: side-by-side (bicubic | iSeeBetter) of frame {clip.frame_name(t)} -> {compare}")
@@ -443,7 +539,7 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
     scale = config["scale_factor"]
 
     def items():
-        for hr in _same_size(clip.iter_frames(), clip):
+        for hr, _ in _same_size(clip.iter_frames(), clip):
             size = hr.shape[:2]
             hr = modcrop(hr, scale)
             if min(hr.shape[:2]) - 2 * args.crop_border < 11:
@@ -452,11 +548,14 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
                                 f"after --crop_border {args.crop_border})")
             yield degrade(hr, scale, args.degradation), hr
 
+    frames = parse_frames(args.frames)
+    keep = frame_selector(clip, frames)
     count = len(clip.targets) if clip.targets is not None else clip.count()
     middle = sorted(clip.targets)[len(clip.targets) // 2] if clip.targets else max((count or 1) - 1, 0) // 2
     rows, shown, last = [], None, None
-    with _progress(clip) as bar:
-        for t, hr, lr, sr in _sr_frames(clip, items(), model, config, args, device):
+    with _progress(clip, keep) as bar:
+        for t, hr, lr, sr in _sr_frames(clip, _stop_after(items(), frames, config["nFrames"]), model, config, args,
+                                        device, keep):
             sr8 = metrics.to_uint8(sr)
             row = {"clip": clip.name, "index": t, "frame": clip.frame_name(t),
                    "psnr_y": metrics.psnr_y(sr8, hr, args.crop_border),
@@ -477,7 +576,8 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
             bar.update(1)
     if not rows:
         raise UserError(f"clip {clip.name}: no frame was evaluated")
-    _warn_if_truncated(clip, len(rows))
+    if frames is None and clip.targets is None:
+        _warn_if_truncated(clip, len(rows))
     shown = shown or last
     import plots
 

@@ -68,3 +68,53 @@ def video_file(tmp_path):
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def make_av_clip(path, n=24, rate=None, size=(64, 48), audio=True, times=None, rotation=None, acodec="aac",
+                 fmt=None):
+    """Encode a real H.264 clip with PyAV: a moving pattern, optional 48 kHz stereo sine audio lasting as long as the
+    video, optional per-frame ``times`` (variable frame rate) and display rotation (degrees counter-clockwise)."""
+    from fractions import Fraction
+
+    import av
+
+    rate = rate or Fraction(24000, 1001)
+    out = av.open(str(path), "w", format=fmt)
+    video = out.add_stream("libx264", rate=rate)
+    video.width, video.height = size
+    video.pix_fmt = "yuv420p"
+    time_base = Fraction(1, 90000) if times is not None else 1 / rate
+    video.codec_context.time_base = time_base
+    video.time_base = time_base
+    if rotation is not None:
+        video.set_display_rotation(rotation)
+    sound = None
+    if audio:
+        sound = out.add_stream(acodec, rate=48000)
+        sound.layout = "stereo"
+    for i, frame in enumerate(moving_frames(n, size[1], size[0])):
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        t = times[i] if times is not None else Fraction(i) / rate
+        vf.pts = int(round(t / time_base))
+        vf.time_base = time_base
+        for packet in video.encode(vf):
+            out.mux(packet)
+    for packet in video.encode(None):
+        out.mux(packet)
+    if sound is not None:
+        end = (times[-1] + Fraction(1, 25)) if times is not None else Fraction(n) / rate
+        total, pos = int(48000 * end), 0
+        while pos < total:
+            k = min(1024, total - pos)
+            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(pos, pos + k) / 48000)).astype(np.float32)
+            af = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+            af.sample_rate = 48000
+            af.pts = pos
+            af.time_base = Fraction(1, 48000)
+            for packet in sound.encode(af):
+                out.mux(packet)
+            pos += k
+        for packet in sound.encode(None):
+            out.mux(packet)
+    out.close()
+    return path
