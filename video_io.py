@@ -136,6 +136,7 @@ CODECS = {  # --codec -> (FFmpeg encoder, pixel format, container extension)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 Rate = Union[Fraction, float, int]
 # Streams FFmpeg's mp4 muxer takes as they are (it claims more codecs, but e.g. PCM fails at the trailer).
+H265_MIN_SIZE = 64  # x265 (in PyAV's wheels) crashes with heap corruption on e.g. 48x32 frames
 MP4_COPY = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac", "mov_text"}
 
 
@@ -462,6 +463,10 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: Rate, codec: str =
                                      f"{frame.shape}")
                 if size is None:
                     size = frame.shape[:2]
+                    if codec == "h265" and min(size) < H265_MIN_SIZE:
+                        raise VideoError(f"write_video({path}): --codec h265 needs frames of at least "
+                                         f"{H265_MIN_SIZE}x{H265_MIN_SIZE} px (x265 corrupts memory on smaller "
+                                         f"ones), got {size[1]}x{size[0]}; use --codec h264 or ffv1")
                     padded = _even(frame).shape[:2] if pix_fmt == "yuv420p" else size
                     stream.height, stream.width = padded
                 elif frame.shape[:2] != size:
