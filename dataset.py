@@ -334,12 +334,43 @@ class _ListDataset(_SequenceDataset):
                 raise UserError(f"nFrames={nFrames} does not fit a Vimeo-90K septuplet (im1..im7) with "
                                 f"future_frame={future_frame}")
             self.center = center
+            # File names a septuplet folder must hold: the centre frame, then the neighbours in offset order.
+            self.septuplet_frames = [f"im{center + o}.png" for o in [0] + self.offsets]
+        self.check_listed_files()
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def sequence_name(self, index: int) -> str:
         return os.path.join(self.image_dir, self.entries[index])
+
+    def _entry_problem(self, entry: str) -> Optional[str]:
+        """Why a list entry cannot be read (a short phrase), or None when its files are there."""
+        path = os.path.join(self.image_dir, entry)
+        if self.other_dataset:
+            return None if os.path.isfile(path) else "not found"  # missing neighbours are allowed (as the original)
+        if not os.path.isdir(path):
+            return "no folder"
+        try:
+            names = set(os.listdir(path))
+        except OSError as exc:
+            return f"unreadable: {exc.strerror}"
+        missing = [name for name in self.septuplet_frames if name not in names]
+        return f"no {', '.join(missing)}" if missing else None
+
+    def check_listed_files(self, shown: int = 5) -> None:
+        """Check every listed sequence folder (with the frames nFrames needs) or listed frame up front: one DataError
+        naming the first ``shown`` missing ones and their count, instead of a stop when a sample is drawn."""
+        problems = []
+        for entry in self.entries:
+            problem = self._entry_problem(entry)
+            if problem is not None:
+                problems.append(f"{entry} ({problem})")
+        if problems:
+            what = "frames" if self.other_dataset else "sequences"
+            more = ", ..." if len(problems) > shown else ""
+            raise DataError(f"{len(problems)} of {len(self.entries)} {what} listed in {self.list_path} are missing "
+                            f"or incomplete: {', '.join(problems[:shown])}{more}; fix the list or fetch the data again")
 
     def frame_paths(self, index: int) -> Tuple[str, List[str]]:
         entry = self.entries[index]
@@ -350,8 +381,8 @@ class _ListDataset(_SequenceDataset):
         folder = os.path.join(self.image_dir, entry)
         if not os.path.isdir(folder):
             raise DataError(f"sequence folder not found: {folder} (listed in {self.list_path})")
-        center = os.path.join(folder, f"im{self.center}.png")
-        return center, [os.path.join(folder, f"im{self.center + o}.png") for o in self.offsets]
+        center, *neighbours = [os.path.join(folder, name) for name in self.septuplet_frames]
+        return center, neighbours
 
     def load_hr(self, index: int):
         center, nb_paths = self.frame_paths(index)

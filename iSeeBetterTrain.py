@@ -9,18 +9,29 @@ checkpointing, per-epoch validation (Y-PSNR/SSIM) with the best generator kept. 
     torchrun --nproc_per_node=4 iSeeBetterTrain.py ... --precision bf16
 """
 
+from __future__ import annotations
+
 import argparse
 import json
+import math
 import os
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
-import torch
-from torch import nn
-
+import atomic
 import logger
-import training
-from errors import UserError, run_cli
+from errors import UserError, describe_os_error, run_cli
 from options import add_bool
+
+if TYPE_CHECKING:  # torch and the modules that import it load after parse_args, so that -h and option errors are fast
+    from torch import nn
+
+    import training
+
+# Numeric options and the values they accept (argparse only checks the type).
+AT_LEAST_ONE = ("batchSize", "testBatchSize", "nEpochs", "snapshots", "eval_every", "gpus", "base_filter", "feat")
+AT_LEAST_ZERO = ("patch_size", "threads", "seed", "keep_last", "n_resblock", "flow_threads", "eval_max_frames",
+                 "max_steps_per_epoch", "lr_step", "mse_weight", "adv_weight", "perceptual_weight", "tv_weight")
+ABOVE_ZERO = ("lr", "lr_gamma")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model size (recorded in the checkpoints)")
     g.add_argument("--base_filter", type=int, default=256)
     g.add_argument("--feat", type=int, default=64)
-    g.add_argument("--num_stages", type=int, default=3)
+    g.add_argument("--num_stages", type=int, default=3, choices=(3,),
+                   help="fixed at 3: RBPN's DBPN-S branch has 3 up-projection stages (kept for the original's "
+                        "command lines)")
     g.add_argument("--n_resblock", type=int, default=5)
 
     g = p.add_argument_group("data")
@@ -110,17 +123,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.loss = "gan"
     elif args.APITLoss and args.loss != "gan":
         raise UserError(f"--APITLoss selects the GAN loss but --loss {args.loss} was given; use one of them")
-    positive = ("batchSize", "testBatchSize", "nEpochs", "snapshots", "nFrames", "eval_every")
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_numbers(args)
     if args.nFrames < 2:
         raise UserError("--nFrames must be at least 2 (the target frame and one neighbour)")
-    if args.patch_size < 0 or args.threads < 0 or args.lr <= 0:
-        raise UserError("--patch_size and --threads must be >= 0 and --lr > 0")
     if args.start_epoch < 1 or args.start_epoch > args.nEpochs:
         raise UserError(f"--start_epoch must be between 1 and --nEpochs ({args.nEpochs}), got {args.start_epoch}")
     return args
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """One line naming the first numeric option out of its range (``AT_LEAST_ONE``, ``AT_LEAST_ZERO``,
+    ``ABOVE_ZERO``); NaN and infinite values are refused too."""
+    rules = ([(name, "must be at least 1", lambda v: v >= 1) for name in AT_LEAST_ONE]
+             + [(name, "must be 0 or more", lambda v: v >= 0) for name in AT_LEAST_ZERO]
+             + [(name, "must be greater than 0", lambda v: v > 0) for name in ABOVE_ZERO])
+    for name, rule, ok in rules:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and ok(value)):
+            raise UserError(f"--{name} {rule}, got {value}")
 
 
 def residual_upscale(args: argparse.Namespace) -> Optional[str]:
@@ -189,6 +209,8 @@ def build_eval_set(args: argparse.Namespace, config: Dict):
 
     With ``--eval_max_frames N`` only N evenly spaced samples are kept.
     """
+    import torch
+
     import data
     import dataset
 
@@ -207,10 +229,142 @@ def build_eval_set(args: argparse.Namespace, config: Dict):
         n = args.eval_max_frames
         step = len(eval_set) / n
         eval_set = torch.utils.data.Subset(eval_set, [int(i * step + step / 2) for i in range(n)])
+    check_eval_frames(eval_set, args.eval_dir, config["scale_factor"])
     return eval_set
 
 
+def _image_size(path: str) -> Optional[Tuple[int, int]]:
+    """(width, height) from an image file's header; None when it cannot be read (the dataset reports that)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError):
+        return None
+
+
+def eval_frame_sizes(eval_set) -> Iterator[Tuple[str, Tuple[int, int]]]:
+    """(source, (width, height)) of the evaluation frames, from file headers: the first frame of each clip (video or
+    frame folder) used, or each listed frame."""
+    import torch
+
+    import dataset
+    from video_io import video_info
+
+    indices = range(len(eval_set))
+    if isinstance(eval_set, torch.utils.data.Subset):
+        eval_set, indices = eval_set.dataset, eval_set.indices
+    if isinstance(eval_set, dataset.VideoFolderDataset):
+        for src in sorted({eval_set.samples[i][0] for i in indices}):
+            path, frames, _ = eval_set.sources[src]
+            if frames is not None:
+                size = _image_size(frames[0])
+            else:
+                info = video_info(path)
+                size = (info["width"], info["height"])
+            if size is not None:
+                yield path, size
+        return
+    for i in indices:
+        centre = eval_set.frame_paths(i)[0]
+        size = _image_size(centre)
+        if size is not None:
+            yield centre, size
+
+
+def check_eval_frames(eval_set, eval_dir: str, scale: int) -> None:
+    """Refuse evaluation frames smaller than the SSIM window (after the crop to a multiple of the scale) before
+    training, instead of failing at the first validation."""
+    import training
+
+    window = training.ssim_window()
+    smallest = math.ceil(window / scale) * scale
+    for source, (width, height) in eval_frame_sizes(eval_set):
+        cropped = (width - width % scale, height - height % scale)
+        if min(cropped) >= window:
+            continue
+        where = "" if os.path.abspath(source) == os.path.abspath(eval_dir) else f" ({source})"
+        after = "" if cropped == (width, height) else f", {cropped[0]}x{cropped[1]} after the crop to x{scale}"
+        raise UserError(f"--eval_dir {eval_dir}: frames of {width}x{height} px{where}{after} are too small to "
+                        f"validate: SSIM uses an {window}x{window} px window, so frames must be at least "
+                        f"{smallest}x{smallest} px at x{scale}; use larger frames or leave out --eval_dir")
+
+
+def check_writable_folder(folder: str, option: str) -> None:
+    """Create ``folder`` if needed and write and remove a probe file in it; one line naming ``option`` if that fails."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{option} {folder} is a file, not a folder; choose another path")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".iseebetter_write_test")
+        atomic.write_bytes(probe, b"")
+        os.remove(probe)
+    except OSError as exc:
+        raise UserError(f"{option} {folder}: {describe_os_error(exc, 'cannot write in')}") from exc
+
+
+def format_bytes(n: int) -> str:
+    return f"{n} bytes" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
+
+
+def remove_stale_temps(folder: str) -> None:
+    """Delete the temporary files that killed runs left in ``folder`` (``atomic.remove_stale_temps``); log the count
+    and the space freed."""
+    try:
+        sizes = {entry.path: entry.stat(follow_symlinks=False).st_size for entry in os.scandir(folder)
+                 if entry.name.startswith(atomic.TEMP_PREFIX)}
+    except OSError:
+        sizes = {}
+    removed = atomic.remove_stale_temps(folder)
+    if removed:
+        freed = sum(sizes.get(path, 0) for path in removed)
+        plural = "s" if len(removed) > 1 else ""
+        logger.info(f"removed {len(removed)} stale temporary file{plural} ({format_bytes(freed)}) left in {folder} "
+                    "by an interrupted run")
+
+
+def hr_training_size(args: argparse.Namespace, train_set, scale: int) -> Tuple[int, int]:
+    """(width, height) of the HR images D sees in training: the patch, or the first whole frame (``--patch_size 0``)."""
+    if args.patch_size > 0:
+        return args.patch_size * scale, args.patch_size * scale
+    target = train_set.lr_frames(0)[0]
+    return target.shape[1], target.shape[0]
+
+
+def gan_drop_last(args: argparse.Namespace, netD: nn.Module, train_set, scale: int, world_size: int) -> bool:
+    """Make sure D's BatchNorm never sees a single value per channel (it cannot train on one): refuse batches of
+    1 such image, and return True when only a last batch of 1 sample would, so that the loader skips it."""
+    import training
+
+    width, height = hr_training_size(args, train_set, scale)
+    if training.batchnorm_values_per_channel(netD, 1, height, width) > 1:
+        return False
+    if args.batchSize == 1:
+        if args.patch_size > 0:
+            patch = args.patch_size + 1
+            while training.batchnorm_values_per_channel(netD, 1, patch * scale, patch * scale) <= 1:
+                patch += 1
+            images = f"--patch_size {args.patch_size} (HR patches of {width}x{height} px)"
+            fix = f"use --batchSize 2 or more, or --patch_size {patch} or more"
+        else:
+            images = f"--patch_size 0 (whole HR frames of {width}x{height} px)"
+            fix = "use --batchSize 2 or more"
+        raise UserError(f"--loss gan with --batchSize 1 and {images}: the discriminator's last BatchNorm would see "
+                        f"1 value per channel, which it cannot train on; {fix}")
+    per_process = math.ceil(len(train_set) / world_size)
+    if per_process % args.batchSize != 1:
+        return False
+    if per_process == 1:
+        raise UserError(f"--loss gan on HR images of {width}x{height} px needs batches of 2 or more samples, but "
+                        "the training set has 1 sample per process; add data or use a larger --patch_size")
+    return True
+
+
 def wrap_parallel(model: nn.Module, args: argparse.Namespace, dist: training.DistInfo) -> nn.Module:
+    import torch
+    from torch import nn
+
     if dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -229,6 +383,7 @@ def count_parameters(model: nn.Module) -> int:
 def save_checkpoints(trainer: training.Trainer, args, config: Dict, epoch: int, best: Dict) -> str:
     """Write netG/netD (plain state_dicts, the original's names) then the full training state; prune old states."""
     import checkpoint
+    import training
 
     scale = config["scale_factor"]
     folder = args.save_folder
@@ -249,10 +404,19 @@ def lr_decay_due(epoch: int, args: argparse.Namespace) -> bool:
 
 
 def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
+    import torch
+
     import checkpoint
     import rbpn
+    import training
 
     main = dist.is_main
+    check_data_dir(args)  # before anything is built or written
+    log_dir = args.log_dir or args.save_folder
+    if main:
+        check_writable_folder(args.save_folder, "--save_folder")
+        if log_dir != args.save_folder:
+            check_writable_folder(log_dir, "--log_dir")
     state = None
     if args.resume:
         path = args.resume
@@ -265,13 +429,11 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
     if state and config != model_config(args) and main:
         logger.warning(f"--resume: using the checkpoint's model configuration {config}")
     scale = config["scale_factor"]
-    check_data_dir(args)  # before anything is built or written
-    log_dir = args.log_dir or args.save_folder
-    if main:
-        os.makedirs(args.save_folder, exist_ok=True)
     run_log = logger.RunLogger(log_dir, enabled=main, resume_epoch=state["epoch"] if state else None)
     try:
         if main:
+            for folder in dict.fromkeys((args.save_folder, log_dir)):
+                remove_stale_temps(folder)
             logger.info(f"iSeeBetterTrain run {args.prefix!r}, options: {json.dumps(vars(args), sort_keys=True)}")
             logger.info(f"device {dist.device}, world size {dist.world_size}, precision {args.precision}, "
                         f"loss {args.loss}")
@@ -317,7 +479,8 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         if state:
             trainer.load_state(state)
             training.set_rng_states(state["rng"])
-            start_epoch, best = state["epoch"] + 1, dict(state.get("best") or {})
+            start_epoch = state["epoch"] + 1
+            best = training.best_after_resume(args.save_folder, scale, dict(state.get("best") or {}), state["epoch"])
             if main:
                 lr = trainer.optG.param_groups[0]["lr"]
                 logger.info(f"resumed from {path} (epoch {state['epoch']}, G lr {lr:g})")
@@ -327,7 +490,11 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
             return 0
 
         train_set = build_train_set(args)
-        loader = training.make_train_loader(train_set, args.batchSize, args.threads, dist, args.seed)
+        drop_last = netD is not None and gan_drop_last(args, netD, train_set, scale, dist.world_size)
+        if drop_last and main:
+            logger.info("GAN training on small patches: the last batch of 1 sample is skipped every epoch (the "
+                        "discriminator's BatchNorm needs more than 1 value per channel)")
+        loader = training.make_train_loader(train_set, args.batchSize, args.threads, dist, args.seed, drop_last)
         eval_set = build_eval_set(args, config) if main else None
         eval_loader = None
         if eval_set is not None:
@@ -351,18 +518,19 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                 new_lr = trainer.decay_lr(args.lr_gamma, include_d=args.lr_decay_d)
                 if main:
                     logger.info(f"learning rate decayed to {new_lr:g}")
+            # Save before validating: a failing validation must not lose the epoch. The best generator follows.
+            save_due = epoch % args.snapshots == 0 or epoch == args.nEpochs
+            if main and save_due:
+                last_saved = save_checkpoints(trainer, args, config, epoch, best)
             if eval_loader is not None and (epoch % args.eval_every == 0 or epoch == args.nEpochs):
                 record.update(training.validate(training.unwrap(netG), eval_loader, dist.device, scale,
                                                 args.precision, residual_upscale(args), args.eval_max_frames,
                                                 args.channels_last))
-            save_due = epoch % args.snapshots == 0 or epoch == args.nEpochs
             if main:
                 if "val_psnr" in record and record["val_psnr"] > best.get("val_psnr", float("-inf")):
                     best = {"epoch": epoch, "val_psnr": record["val_psnr"], "val_ssim": record.get("val_ssim")}
                     checkpoint.save_generator(training.best_path(args.save_folder, scale), training.unwrap(netG),
                                               config, extra=dict(best, residual=residual_upscale(args)))
-                if save_due:
-                    last_saved = save_checkpoints(trainer, args, config, epoch, best)
                 run_log.log_epoch(record)
                 logger.info(epoch_line(record, last_saved if save_due else None))
             training.barrier(dist)
@@ -392,6 +560,8 @@ def epoch_line(record: Dict, saved: Optional[str]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logger.initLogger(args.debug)
+    import training
+
     dist = training.setup_distributed(args.gpu_mode, args.dist_backend)
     if args.precision == "fp16" and dist.device.type == "cpu":
         logger.warning("fp16 autocast on CPU runs without a GradScaler; bf16 is the safer CPU choice")

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+import hardware
 from errors import UserError
 
 MODEL_KEYS = ("num_channels", "base_filter", "feat", "num_stages", "n_resblock", "nFrames", "scale_factor")
@@ -123,8 +124,18 @@ def set_rng_states(states: Dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` made concrete for training on ``device`` ('auto' -> bf16 where the hardware has native bf16,
+    else fp32; see ``hardware.resolve_precision``, which also warns once about an emulated bf16/fp16)."""
+    if precision != "auto" and precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}")
+    return hardware.resolve_precision(precision, device, training=True)
+
+
 def autocast(device: torch.device, precision: str):
-    """``torch.autocast`` for bf16/fp16 on the device, or a no-op context for fp32."""
+    """``torch.autocast`` for bf16/fp16 on the device, or a no-op context for fp32 ('auto' is resolved first)."""
+    if precision == "auto":
+        precision = resolve_precision(precision, device)
     dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext()
@@ -155,11 +166,11 @@ def _worker_init(worker_id: int) -> None:
     seed_dataset(info.dataset, info.seed)
 
 
-def make_train_loader(dataset, batch_size: int, workers: int, dist: DistInfo, seed: int):
+def make_train_loader(dataset, batch_size: int, workers: int, dist: DistInfo, seed: int, drop_last: bool = False):
     """A DataLoader whose order and augmentation are a function of (seed, epoch): call ``set_loader_epoch`` first.
 
-    Every sample is used (no dropped batch). Under DDP a DistributedSampler shards the data; its last shard is padded
-    by repeating samples, as DistributedSampler does.
+    Every sample is used unless ``drop_last`` (then an incomplete last batch is skipped). Under DDP a
+    DistributedSampler shards the data; its last shard is padded by repeating samples, as DistributedSampler does.
     """
     generator = torch.Generator()
     if dist.distributed:
@@ -176,10 +187,25 @@ def make_train_loader(dataset, batch_size: int, workers: int, dist: DistInfo, se
         generator=generator,
         worker_init_fn=_worker_init,
         pin_memory=dist.device.type == "cuda",
-        drop_last=False,
+        drop_last=drop_last,
         persistent_workers=False,
     )
     return loader
+
+
+def batchnorm_values_per_channel(model: nn.Module, batch: int, height: int, width: int) -> int:
+    """The fewest values per channel that a BatchNorm of ``model`` sees in training on a (batch, C, height, width)
+    input: the batch times its feature map size there. For plain conv stacks such as the SRGAN discriminator, whose
+    layers run in the order they are registered; BatchNorm cannot train on 1 value per channel."""
+    fewest = batch * height * width
+    for module in unwrap(model).modules():
+        if isinstance(module, nn.Conv2d):
+            k, s, p, d = module.kernel_size, module.stride, module.padding, module.dilation
+            height = (height + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+            width = (width + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            fewest = min(fewest, batch * height * width)
+    return fewest
 
 
 def set_loader_epoch(loader, seed: int, epoch: int, dist: DistInfo) -> None:
@@ -233,7 +259,7 @@ class Trainer:
         self.mode = mode
         self.dist = dist
         self.device = dist.device
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         self.residual = residual
         self.channels_last = channels_last
         self.netG = netG
@@ -243,7 +269,7 @@ class Trainer:
         self.optD = None
         if netD is not None:
             self.optD = torch.optim.Adam(unwrap(netD).parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
-        use_scaler = precision == "fp16" and self.device.type == "cuda"
+        use_scaler = self.precision == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
     # -- one step ------------------------------------------------------------------------------------------------
@@ -439,6 +465,27 @@ def prune_states(folder: str, scale: int, keep: int) -> None:
         os.remove(path)
 
 
+def best_after_resume(folder: str, scale: int, best: Dict, epoch: int) -> Dict:
+    """The best-validation record a resumed run continues from: the training state's ``best``, or the record in
+    netG_best when that one is better and from an epoch up to ``epoch`` (a state is saved before its epoch is
+    validated, so the best checkpoint of the resumed epoch is newer than the state's record)."""
+    import checkpoint
+
+    path = best_path(folder, scale)
+    if not os.path.isfile(path):
+        return best
+    try:
+        meta = checkpoint.read_checkpoint(path)[1] or {}
+    except checkpoint.CheckpointError:
+        return best
+    best_epoch, psnr = meta.get("epoch"), meta.get("val_psnr")
+    if not isinstance(best_epoch, int) or not isinstance(psnr, float) or best_epoch > epoch:
+        return best
+    if psnr > best.get("val_psnr", float("-inf")):
+        return {"epoch": best_epoch, "val_psnr": psnr, "val_ssim": meta.get("val_ssim")}
+    return best
+
+
 def read_training_state(path: str) -> Dict:
     """A training state written by ``Trainer.save_state`` (clear error for anything else)."""
     import checkpoint
@@ -456,6 +503,13 @@ def read_training_state(path: str) -> Dict:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Validation
+
+
+def ssim_window() -> int:
+    """Side of the SSIM window (px): validation frames must be at least this large."""
+    import metrics
+
+    return metrics.gaussian_window().shape[0]
 
 
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -482,8 +536,10 @@ def validate(
     import metrics
     from inference import sr_image
 
+    window = ssim_window()
     was_training = model.training
     model.eval()
+    precision = resolve_precision(precision, device)
     psnrs: List[float] = []
     ssims: List[float] = []
     try:
@@ -495,6 +551,9 @@ def validate(
             for i in range(sr.shape[0]):
                 pred = metrics.to_uint8(sr_image(sr[i], tensor_to_uint8(inp[i]), scale, residual))
                 gt = tensor_to_uint8(target[i])
+                if min(gt.shape[:2]) < window:
+                    raise UserError(f"--eval_dir: a validation frame of {gt.shape[1]}x{gt.shape[0]} px is smaller "
+                                    f"than the {window}x{window} px SSIM window; use larger evaluation frames")
                 psnrs.append(metrics.psnr_y(pred, gt))
                 ssims.append(metrics.ssim_y(pred, gt))
                 if max_frames and len(psnrs) >= max_frames:
