@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+import hardware
 from dataset import bicubic_upscale, compute_flows, neighbour_offsets
 from errors import UserError
 from options import DEFAULT_OVERLAP, EDGE_MODES, PRECISIONS  # noqa: F401  (re-exported)
@@ -59,15 +60,21 @@ def resolve_device(device: Optional[str] = None, gpu_mode: bool = False) -> torc
     return dev
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device: torch.device) -> str:
+    """Validate ``precision`` for ``device`` and return it made concrete ('auto' -> fp32/bf16/fp16 for this
+    hardware, see ``hardware.resolve_precision``; a forced bf16/fp16 that the hardware emulates warns once)."""
     if precision not in PRECISIONS:
         raise InferenceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
     if precision == "fp16" and device.type == "cpu":
-        raise InferenceError("fp16 is for CUDA; on CPU use --precision bf16 (or fp32)")
+        raise InferenceError("fp16 is for CUDA; on CPU use --precision auto, bf16 or fp32")
+    return hardware.resolve_precision(precision, device, training=False)
 
 
 def autocast_context(precision: str, device: torch.device):
     """Mixed-precision context for ``precision``: weights stay fp32, convolutions run in bf16/fp16."""
+    if precision == "auto":
+        precision = hardware.resolve_precision(precision, device, training=False)
     if precision == "fp32":
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -178,14 +185,14 @@ def super_resolve(model: torch.nn.Module, lr: Image, neighbours: Sequence[Image]
 
     ``lr`` and ``neighbours``: HxWx3 uint8 arrays or (3,H,W) float tensors in [0, 1]; ``flows``: (2,H,W) arrays or
     tensors in LR pixels. ``tile``: LR tile size (0 = whole frame), ``overlap``: LR pixels shared by adjacent tiles.
-    ``chop``: the original's recursive quadrant chop (used when ``tile`` is 0). ``precision``: fp32, bf16 or fp16
-    (autocast). ``device``: where to run (default: where the model's weights are). The model must be in eval mode
-    (``prepare_model``).
+    ``chop``: the original's recursive quadrant chop (used when ``tile`` is 0). ``precision``: auto, fp32, bf16 or
+    fp16 (autocast; auto follows the hardware, ``hardware.resolve_precision``). ``device``: where to run (default:
+    where the model's weights are). The model must be in eval mode (``prepare_model``).
     """
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    check_precision(precision, device)
+    precision = check_precision(precision, device)
     if len(neighbours) != len(flows):
         raise InferenceError(f"{len(neighbours)} neighbours but {len(flows)} flows; they must match one to one")
     x = _as_batch(lr, device, channels_last)
@@ -316,6 +323,7 @@ def super_resolve_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray,
     are only read as neighbours.
     """
     offsets = neighbour_offsets(nFrames, future_frame)
+    precision = check_precision(precision, device if device is not None else next(model.parameters()).device)
     size = {}
 
     def checked(stream):

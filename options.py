@@ -6,7 +6,7 @@ import os
 
 PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_WEIGHTS = os.path.join("weights", "iSeeBetter_x4_psnr.pth")  # relative to PROJECT_ROOT
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EDGE_MODES = ("centre", "reflect", "clamp")
 DEGRADATIONS = ("pil", "matlab")
 DEFAULT_OVERLAP = 16

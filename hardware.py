@@ -1,0 +1,190 @@
+"""What the hardware does natively, and the ``--precision auto`` rule that follows from it.
+
+``auto`` picks, on CUDA, bf16 where the GPU has native bf16 (compute capability 8.0+), else fp16 for inference and
+fp32 for training (fp16 training needs loss scaling: ask for it explicitly); on CPU, bf16 where the CPU has native
+bf16 instructions (AVX512-BF16 or AMX), else fp32 (bf16 there is emulated and several times slower than fp32); on
+any other device, fp32. The choice is logged once, with its reason. Forcing bf16 (or fp16) where it is emulated
+works but warns once. torch is imported inside the functions, so ``import hardware`` is cheap.
+"""
+
+import functools
+import os
+import platform
+from typing import Dict, Optional, Set, Tuple
+
+import logger
+
+CONCRETE = ("fp32", "bf16", "fp16")
+_ANNOUNCED: Set[Tuple] = set()  # (kind, ...) keys of the messages already logged
+
+
+def _announce(key: Tuple, message: str, warn: bool) -> None:
+    """Log ``message`` (as a warning or info) the first time ``key`` is seen in this process."""
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    (logger.warning if warn else logger.info)(message)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU
+
+
+def _proc_cpuinfo() -> Tuple[str, Set[str]]:
+    """(model name, flag set) of the first processor in /proc/cpuinfo; ("", empty) where there is none."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+                if not line.strip() and model and flags:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def _torch_cpu_features() -> Dict[str, Optional[bool]]:
+    """avx512 / avx512_bf16 / amx (tile) / amx_fp16 as torch's cpuinfo sees them (None where this torch cannot tell)."""
+    import torch
+
+    found: Dict[str, Optional[bool]] = {}
+    for key, name in (("avx512", "_is_avx512_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"),
+                      ("amx", "_is_amx_tile_supported"), ("amx_fp16", "_is_amx_fp16_supported")):
+        probe = getattr(torch.cpu, name, None) or getattr(getattr(torch._C, "_cpu", None), name, None)
+        try:
+            found[key] = bool(probe()) if probe is not None else None
+        except Exception:  # noqa: BLE001  (a probe that fails is a probe that cannot tell)
+            found[key] = None
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_features() -> Dict:
+    """The CPU's model name and native-precision features (cached: they do not change while we run)."""
+    model, flags = _proc_cpuinfo()
+    probed = _torch_cpu_features()
+
+    def has(key: str, *proc_flags: str) -> bool:
+        return probed[key] if probed.get(key) is not None else any(f in flags for f in proc_flags)
+
+    avx512 = has("avx512", "avx512f")
+    avx512_bf16 = has("avx512_bf16", "avx512_bf16")
+    amx = has("amx", "amx_bf16", "amx_tile")
+    native_fp16 = has("amx_fp16", "amx_fp16") or "avx512_fp16" in flags
+    return {"model": model or platform.processor() or platform.machine() or "unknown CPU", "avx512": avx512,
+            "avx512_bf16": avx512_bf16, "amx": amx, "native_bf16": avx512_bf16 or amx, "native_fp16": native_fp16}
+
+
+def cpu_info() -> Dict:
+    """model, native_bf16 (AVX512-BF16 or AMX), amx, avx512, avx512_bf16, native_fp16, threads (torch's) and
+    cores (logical CPUs this process may use)."""
+    import torch
+
+    info = dict(_cpu_features())
+    info["threads"] = torch.get_num_threads()
+    try:
+        info["cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        info["cores"] = os.cpu_count() or 1
+    return info
+
+
+def _bf16_units(info: Dict) -> str:
+    """'AVX512-BF16 + AMX', 'AVX512-BF16', 'AMX' or '' for the native bf16 units in ``info``."""
+    return " + ".join(name for name, key in (("AVX512-BF16", "avx512_bf16"), ("AMX", "amx")) if info.get(key))
+
+
+def describe_cpu() -> str:
+    """One line for benchmark tables: model, native bf16 or not, AMX, AVX-512, torch threads / usable cores."""
+    info = cpu_info()
+    units = _bf16_units(info)
+    bf16 = f"native bf16 yes ({units})" if info["native_bf16"] else "native bf16 no (emulated)"
+    return (f"CPU {info['model']}: {bf16}, AMX {'yes' if info['amx'] else 'no'}, "
+            f"AVX-512 {'yes' if info['avx512'] else 'no'}, {info['threads']} torch thread(s) on {info['cores']} "
+            f"core(s)")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# precision
+
+
+def _device_type(device) -> Tuple[str, Optional[int]]:
+    if device is None:
+        return "cpu", None
+    if isinstance(device, str):
+        import torch
+
+        device = torch.device(device)
+    return device.type, device.index
+
+
+def _cuda_bf16(index: Optional[int]) -> Tuple[bool, str]:
+    """(native bf16 on this GPU, its name and compute capability for messages)."""
+    import torch
+
+    native = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    try:
+        major, minor = torch.cuda.get_device_capability(index)
+        name = f"{torch.cuda.get_device_name(index)} (compute capability {major}.{minor})"
+    except Exception:  # noqa: BLE001  (names only decorate the message)
+        name = "this GPU"
+    return native, name
+
+
+def resolve_precision(requested: str, device=None, training: bool = False) -> str:
+    """``requested`` ('auto', 'fp32', 'bf16' or 'fp16') made concrete for ``device`` (torch.device or str; None: CPU).
+
+    'auto' follows the hardware (see the module docstring) and logs its choice once; a forced bf16/fp16 that the
+    hardware only emulates is kept but warned about once. Validity checks (fp16 on CPU for inference) are the
+    caller's.
+    """
+    if requested not in CONCRETE + ("auto",):
+        raise ValueError(f"unknown precision {requested!r}; use auto, {', '.join(CONCRETE)}")
+    kind, index = _device_type(device)
+    use = "training" if training else "inference"
+    if kind == "cuda":
+        native, gpu = _cuda_bf16(index)
+        if requested == "auto":
+            if native:
+                choice, why = "bf16", f"{gpu} has native bf16"
+            elif training:
+                choice, why = "fp32", f"{gpu} has no native bf16 (fp16 training needs --precision fp16 explicitly)"
+            else:
+                choice, why = "fp16", f"{gpu} has no native bf16"
+            _announce(("auto", kind, index, training), f"precision auto -> {choice} for {use}: {why}", warn=False)
+            return choice
+        if requested == "bf16" and not native:
+            _announce(("emulated", kind, index, requested),
+                      f"bf16 on {gpu} is emulated and typically much slower than fp16/fp32; "
+                      "use --precision auto, fp16 or fp32", warn=True)
+        return requested
+    if kind == "cpu":
+        info = _cpu_features()
+        if requested == "auto":
+            if info["native_bf16"]:
+                choice, why = "bf16", f"the CPU ({info['model']}) has native bf16 ({_bf16_units(info)})"
+            else:
+                choice, why = "fp32", (f"the CPU ({info['model']}) has no native bf16 (no AVX512-BF16/AMX), "
+                                       "where bf16 is emulated and slower")
+            _announce(("auto", kind, training), f"precision auto -> {choice} for {use}: {why}", warn=False)
+            return choice
+        if requested == "bf16" and not info["native_bf16"]:
+            _announce(("emulated", kind, requested),
+                      "bf16 on this CPU (no AVX512-BF16/AMX) is emulated and typically many times slower than "
+                      "fp32; use --precision auto or fp32", warn=True)
+        elif requested == "fp16" and not info["native_fp16"]:
+            _announce(("emulated", kind, requested),
+                      "fp16 on this CPU (no AVX512-FP16/AMX-FP16) is emulated and typically slower than fp32; "
+                      "use --precision auto or fp32", warn=True)
+        return requested
+    if requested == "auto":
+        _announce(("auto", kind, training), f"precision auto -> fp32 for {use}: no precision rule for {kind} devices",
+                  warn=False)
+        return "fp32"
+    return requested
