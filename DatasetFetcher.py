@@ -328,6 +328,9 @@ def fetch_vimeo(dest: str, sets: Sequence[str], url_base: str, keep_zip: bool, p
         else:
             os.remove(zip_path)
             os.remove(fetched)
+        if not os.path.isdir(os.path.join(dest, "sequences")):
+            raise FetchError(f"{name}: the archive from {url} holds no sequences/ folder: it is not a Vimeo-90K "
+                             f"septuplet archive (its files are in {dest}); check --url-base")
         print(f"{name}: ready in {dest} (train with --data_dir {os.path.join(dest, 'sequences')})")
 
 

@@ -659,11 +659,16 @@ def tile_warning(tile: int, overlap: int) -> Optional[str]:
     if not tile:
         return None
     redundancy = (tile / (tile - overlap)) ** 2
-    if tile < TINY_TILE or redundancy > 4:
-        return (f"--tile {tile} with --tile_overlap {overlap} computes each pixel about {redundancy:.0f}x (tile step "
-                f"{tile - overlap} px{', tiles under ' + str(TINY_TILE) + ' px' if tile < TINY_TILE else ''}): this is "
-                f"many times slower; use --tile 128 or more (or 0 = whole frame) if memory allows")
-    return None
+    reasons = []
+    if redundancy > 4:
+        reasons.append(f"computes each pixel about {redundancy:.0f}x (tile step {tile - overlap} px)")
+    if tile < TINY_TILE:
+        reasons.append(f"runs the network once per {tile}x{tile} px tile (tiles under {TINY_TILE} px waste most of "
+                       "each call)")
+    if not reasons:
+        return None
+    return (f"--tile {tile} with --tile_overlap {overlap} {' and '.join(reasons)}: this is many times slower; use "
+            "--tile 128 or more (or 0 = whole frame) if memory allows")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -539,3 +539,11 @@ def test_precompute_flows_fills_cache(tmp_path):
     files = [os.path.join(d, n) for d, _, ns in os.walk(cache) for n in ns]
     assert len(files) == 1
     assert np.load(files[0]).shape == (6, 2, 64, 112)
+
+
+def test_archive_without_sequences_is_not_reported_ready(server, tmp_path, capsys):
+    """A zip that extracts fine but holds no sequences/ is not a Vimeo archive: an error, not 'ready'."""
+    serve_zip(server, lambda zf: zf.writestr("top/readme.txt", "hello\n"))
+    assert run_fetch(server, tmp_path / "v") == 2
+    err = capsys.readouterr().err
+    assert "not a Vimeo-90K septuplet archive" in err and "ready" not in err
