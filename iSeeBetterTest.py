@@ -290,8 +290,8 @@ def check_output(clips: List[Clip], args: argparse.Namespace) -> None:
         fd, probe = tempfile.mkstemp(prefix=atomic.TEMP_PREFIX, dir=out)
         os.close(fd)
         os.remove(probe)
-    except OSError as exc:
-        raise user_error_from_os(exc, "cannot write to --output") from exc
+    except OSError as exc:  # name the folder, not our probe file
+        raise user_error_from_os(OSError(exc.errno, exc.strerror, out), "cannot write to --output") from exc
 
     input_files = {_real(p) for clip in clips for p in clip.inputs()}
     input_folders = {os.path.dirname(_real(p)) for clip in clips if clip.frames is not None for p in clip.frames}
