@@ -10,7 +10,7 @@ Conventions (the ones behind published Vid4 / Vimeo-90K tables, e.g. BasicSR and
 - ``crop_border`` removes that many pixels on every side before measuring.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -140,3 +140,86 @@ def mean_of_means(per_clip: dict, key: str) -> Optional[float]:
     """Benchmark average: the mean over clips of each clip's mean value of ``key`` (clips without it are skipped)."""
     values = [clip[key] for clip in per_clip.values() if clip.get(key) is not None]
     return float(np.mean(values)) if values else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No-reference noise scores for SPM/AFM scans (``--denoise``): the fork's streak score and blur score
+#
+# Both are computed on a grey image on the 0..255 scale, as the fork computed them on 8-bit renderings:
+#
+# - colour (HxWx3) becomes grey with the BT.601 weights 0.299 R + 0.587 G + 0.114 B (OpenCV's RGB2GRAY);
+# - uint8 is used as it is (0..255);
+# - float (any units: [0, 1], nm, ...) is mapped linearly so that ``value_range = (lo, hi)`` becomes 0..255 (no
+#   clipping); without ``value_range`` an image is scaled by its own min and max (a constant image becomes 0), as an
+#   SPM frame is rendered for display. Pass ``value_range=(0, 1)`` for frames normalised by
+#   ``denoise_data.preprocess`` so that the scores of frames of one movie can be compared with each other.
+#
+# Filters are 3x3 with the border reflected without repeating the edge pixel (OpenCV's default BORDER_REFLECT_101),
+# so the values equal ``cv2.Sobel(g, cv2.CV_64F, 0, 1)`` etc. on the same 0..255 float image.
+
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
+SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+SOBEL_Y = SOBEL_X.T.copy()
+LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def grey_0_255(img: np.ndarray, value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """The grey float64 HxW image on the 0..255 scale that the noise scores use (see the comment above)."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 3:
+        grey = img.astype(np.float64) @ GREY_WEIGHTS
+    elif img.ndim == 2:
+        grey = img.astype(np.float64)
+    else:
+        raise ValueError(f"expected an HxW, HxWx1 or HxWx3 image, got shape {img.shape}")
+    if min(grey.shape) < 2:
+        raise ValueError(f"the noise scores need an image of at least 2x2 pixels, got shape {img.shape}")
+    if not np.all(np.isfinite(grey)):
+        raise ValueError("the image contains NaN or infinite values")
+    if value_range is None:
+        if img.dtype == np.uint8:
+            return grey
+        lo, hi = float(grey.min()), float(grey.max())
+    else:
+        lo, hi = float(value_range[0]), float(value_range[1])
+        if not hi > lo:
+            raise ValueError(f"value_range must be (lo, hi) with hi > lo, got {value_range}")
+    if hi == lo:
+        return np.zeros_like(grey)
+    return (grey - lo) * (255.0 / (hi - lo))
+
+
+def _filter3(grey: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Correlate a 2-D image with a 3x3 kernel; the output has the image's size (border: reflect-101)."""
+    padded = np.pad(grey, 1, mode="reflect")
+    h, w = grey.shape
+    out = np.zeros_like(grey)
+    for dy in range(3):
+        for dx in range(3):
+            if kernel[dy, dx] != 0:
+                out += kernel[dy, dx] * padded[dy : dy + h, dx : dx + w]
+    return out
+
+
+def streak_score(img: np.ndarray, value_range: Optional[Tuple[float, float]] = None) -> float:
+    """The fork's noise score: ``(mean|Sobel_y * I| - mean|Sobel_x * I|) / 3`` on the grey 0..255 image.
+
+    Horizontal scan-line streaks (rows offset from each other) give vertical gradients and raise it; an image with
+    mostly vertical structure scores below 0. Lower is cleaner.
+    """
+    grey = grey_0_255(img, value_range)
+    gy = np.abs(_filter3(grey, SOBEL_Y)).mean()
+    gx = np.abs(_filter3(grey, SOBEL_X)).mean()
+    return float((gy - gx) / 3.0)
+
+
+def laplacian_variance(img: np.ndarray, value_range: Optional[Tuple[float, float]] = None) -> float:
+    """Blur score: the variance of the 4-neighbour Laplacian of the grey 0..255 image (lower = blurrier).
+
+    On 8-bit images this is the fork's value (``cv2.Laplacian(grey, cv2.CV_64F).var()``); the fork kept frames
+    with a score in (250, 1500).
+    """
+    grey = grey_0_255(img, value_range)
+    return float(_filter3(grey, LAPLACIAN).var())
