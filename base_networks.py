@@ -106,8 +106,9 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-# Kernel, stride and padding of every projection conv/deconv, per scale (the original supports only these).
-PROJECTION_PARAMS = {2: (6, 2, 2), 4: (8, 4, 2), 8: (12, 8, 2)}
+# Kernel, stride and padding of every projection conv/deconv, per scale. The original supports 2, 4 and 8; scale 1
+# (3/1/1: every projection keeps the size) is the denoising fork's, whose output has the input's size.
+PROJECTION_PARAMS = {1: (3, 1, 1), 2: (6, 2, 2), 4: (8, 4, 2), 8: (12, 8, 2)}
 
 
 def projection_params(scale_factor: int) -> tuple:

@@ -8,6 +8,11 @@ Formats read:
   under ``"discriminator"``, the optimizers and the epoch);
 - a whole pickled ``nn.Module`` only with ``trust_pickle=True`` (unpickling can run arbitrary code).
 
+Generators: RBPN ``Net`` (super-resolution x2/x4/x8, or denoising at scale 1) and the denoising ``Net2`` (strided
+output conv: x2/x4/x8 inside, output of the input's size). A generator checkpoint's config records the constructor
+arguments plus ``arch`` ("Net" / "Net2") and ``task`` ("sr" / "denoise", see ``generator_task``); all of it is also
+inferred from the parameter shapes, so plain state_dicts of every kind load without flags.
+
 Unlike the original, nothing here ever continues with random weights: a missing file, a file that is not a
 checkpoint, a checkpoint for another scale / nFrames / network, or one with NaN/inf weights is a ``CheckpointError``
 naming the problem. A failed save (disk full, a folder in the way, no permission) is a ``UserError``.
@@ -42,7 +47,10 @@ VERSION = 1
 KINDS = ("generator", "discriminator", "training_state")
 
 # Projection kernel size -> scale factor (see base_networks.PROJECTION_PARAMS).
-_KERNEL_TO_SCALE = {6: 2, 8: 4, 12: 8}
+_KERNEL_TO_SCALE = {3: 1, 6: 2, 8: 4, 12: 8}
+# Generator architectures (rbpn.ARCHS) and what a generator is for.
+ARCHS = ("Net", "Net2")
+TASKS = ("sr", "denoise")
 # How many missing / unexpected keys `info` names (the loaders' messages name 3).
 _INFO_EXAMPLES = 20
 # Command-line options that set a config field, for error messages.
@@ -156,8 +164,11 @@ def save_checkpoint(path: PathLike, kind: str, state_dict: Mapping[str, torch.Te
     """Write the project format. ``extra`` entries (plain Python values and tensors only) are stored alongside."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": dict(config or {}),
-           "state_dict": strip_prefix(state_dict)}
+    state_dict = strip_prefix(state_dict)
+    config = dict(config or {})
+    if kind == "generator":
+        config = _with_shape_config(state_dict, config)
+    obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config, "state_dict": state_dict}
     for key, value in (extra or {}).items():
         if key in obj:
             raise ValueError(f"extra key {key!r} clashes with a reserved checkpoint key")
@@ -165,9 +176,22 @@ def save_checkpoint(path: PathLike, kind: str, state_dict: Mapping[str, torch.Te
     atomic_torch_save(obj, path)
 
 
+def _with_shape_config(sd: StateDict, config: dict) -> dict:
+    """``config`` with the fields an RBPN state_dict's shapes determine (including ``arch`` and ``task``) set from
+    the shapes; unchanged for anything that is no RBPN state_dict."""
+    try:
+        inferred = full_generator_config(sd)
+    except CheckpointError:
+        return config
+    return dict(config, **inferred)
+
+
 def save_generator(path: PathLike, model: nn.Module, config: Optional[dict] = None,
                    extra: Optional[dict] = None) -> None:
-    """Save a generator with its config (default: ``model.config``) in the project format."""
+    """Save a generator with its config (default: ``model.config``) in the project format.
+
+    The stored config always holds the fields the weights determine, ``arch`` and ``task`` included.
+    """
     if config is None:
         config = getattr(unwrap_model(model), "config", None)
     save_checkpoint(path, "generator", plain_state_dict(model), config, extra)
@@ -363,7 +387,13 @@ def _refuse_nonfinite(label: str, tensors: Iterable[Tuple[str, torch.Tensor]]) -
 
 
 def infer_rbpn_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """The RBPN constructor arguments a state_dict was made with, derived from its parameter shapes."""
+    """The RBPN constructor arguments a state_dict was made with, derived from its parameter shapes.
+
+    The projection kernel (``DBPN.up1.up_conv1.deconv.weight``) gives the scale: 3 -> 1, 6 -> 2, 8 -> 4, 12 -> 8.
+    A Net2 (its ``output`` conv has the projection kernel instead of 3x3) adds ``"arch": "Net2"``; without ``arch``
+    it is a plain ``Net``, so an original checkpoint gives exactly ``rbpn.Net``'s arguments. Either way
+    ``rbpn.from_config`` builds the right network from the result.
+    """
     sd = strip_prefix(state_dict)
     needed = ("feat0.conv.weight", "DBPN.feat1.conv.weight", "DBPN.output.conv.weight",
               "DBPN.up1.up_conv1.deconv.weight", "output.conv.weight")
@@ -375,16 +405,62 @@ def infer_rbpn_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
     kernel = sd["DBPN.up1.up_conv1.deconv.weight"].shape[-1]
     if kernel not in _KERNEL_TO_SCALE:
         raise CheckpointError(f"RBPN state_dict with projection kernel {kernel}, which matches no supported scale")
+    scale = _KERNEL_TO_SCALE[kernel]
+    output_kernel = sd["output.conv.weight"].shape[-1]
+    if output_kernel == 3:
+        arch = "Net"
+    elif output_kernel == kernel and scale != 1:
+        arch = "Net2"
+    else:
+        raise CheckpointError(f"RBPN state_dict whose output conv has kernel {output_kernel}, which is neither "
+                              f"Net's 3 nor Net2's {kernel} (the x{scale} projection kernel)")
     n_resblock = 0
     while f"res_feat1.{n_resblock}.conv1.weight" in sd:
         n_resblock += 1
-    return dict(num_channels=int(feat0[1]), base_filter=int(feat0[0]), feat=int(feat),
-                num_stages=int(sd["DBPN.output.conv.weight"].shape[1] // feat), n_resblock=n_resblock,
-                nFrames=int(sd["output.conv.weight"].shape[1] // feat + 1), scale_factor=_KERNEL_TO_SCALE[kernel])
+    config = dict(num_channels=int(feat0[1]), base_filter=int(feat0[0]), feat=int(feat),
+                  num_stages=int(sd["DBPN.output.conv.weight"].shape[1] // feat), n_resblock=n_resblock,
+                  nFrames=int(sd["output.conv.weight"].shape[1] // feat + 1), scale_factor=scale)
+    if arch != "Net":
+        config["arch"] = arch
+    return config
+
+
+def generator_output_scale(config: Mapping[str, Any]) -> int:
+    """Output size / input size of the generator a config describes: 1 for Net2, else its ``scale_factor``."""
+    arch = config.get("arch", "Net")
+    if arch not in ARCHS:
+        raise CheckpointError(f"unknown generator arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    return 1 if arch == "Net2" else int(config["scale_factor"])
+
+
+def generator_task(config: Mapping[str, Any]) -> str:
+    """The task of the generator a config describes: "denoise" when its output has the input's size (scale 1, or
+    Net2), else "sr"."""
+    return "denoise" if generator_output_scale(config) == 1 else "sr"
+
+
+def full_generator_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """``infer_rbpn_config`` plus ``arch`` (also "Net") and ``task``: everything the shapes say about a generator."""
+    config = infer_rbpn_config(state_dict)
+    config.setdefault("arch", "Net")
+    config["task"] = generator_task(config)
+    return config
+
+
+def describe_generator(config: Mapping[str, Any]) -> str:
+    """A short name for a generator config, e.g. "x4 super-resolution RBPN" or "denoising Net2 (x2 inside)"."""
+    channels = config.get("num_channels")
+    colour = "" if channels is None else " " + {1: "grey", 3: "colour"}.get(channels, f"{channels}-channel")
+    if config.get("arch", "Net") == "Net2":
+        return f"denoising{colour} Net2 (x{config['scale_factor']} inside)"
+    if int(config["scale_factor"]) == 1:
+        return f"denoising{colour} RBPN (scale 1)"
+    return f"x{config['scale_factor']} super-resolution{colour} RBPN"
 
 
 def _config_evidence(sd: StateDict, field: str) -> str:
     key = {"scale_factor": "DBPN.up1.up_conv1.deconv.weight", "nFrames": "output.conv.weight",
+           "arch": "output.conv.weight",
            "base_filter": "feat0.conv.weight", "num_channels": "feat0.conv.weight", "feat": "DBPN.feat1.conv.weight",
            "num_stages": "DBPN.output.conv.weight"}.get(field)
     if key is None or key not in sd:
@@ -393,14 +469,17 @@ def _config_evidence(sd: StateDict, field: str) -> str:
 
 
 def _describe_config_mismatch(label: str, sd: StateDict, ckpt: dict, model: dict) -> Optional[str]:
-    diffs = [f for f in ("scale_factor", "nFrames", "num_channels", "base_filter", "feat", "num_stages", "n_resblock")
-             if f in model and ckpt.get(f) != model.get(f)]
+    ckpt = dict(ckpt, arch=ckpt.get("arch", "Net"))
+    diffs = [f for f in ("arch", "scale_factor", "nFrames", "num_channels", "base_filter", "feat", "num_stages",
+                         "n_resblock") if f in model and ckpt.get(f) != model.get(f)]
     if not diffs:
         return None
     parts = []
     for f in diffs:
         if f == "scale_factor":
             parts.append(f"is for scale {ckpt[f]}{_config_evidence(sd, f)} but the model is x{model[f]}")
+        elif f == "arch":
+            parts.append(f"is a {ckpt[f]}{_config_evidence(sd, f)} but the model is a {model[f]}")
         else:
             parts.append(f"has {f}={ckpt[f]}{_config_evidence(sd, f)} but the model has {f}={model[f]}")
     flags = [f"{_CONFIG_FLAGS[f]} {ckpt[f]}" for f in diffs if f in _CONFIG_FLAGS]
@@ -487,12 +566,12 @@ def _reference_model(sd: StateDict) -> Optional[Tuple[str, nn.Module]]:
     import torch
 
     if "feat0.conv.weight" in sd:
-        from rbpn import Net
+        from rbpn import from_config
 
         config = infer_rbpn_config(sd)
         try:
             with torch.device("meta"):
-                return "generator", Net(**config)
+                return "generator", from_config(config)
         except ValueError as exc:
             raise CheckpointError(f"its shapes imply an unsupported RBPN config {config}: {exc}") from None
     if "net.0.weight" in sd:
@@ -533,18 +612,57 @@ def residual_method(value) -> Optional[str]:
     raise CheckpointError(f"unknown residual mode {value!r} in the checkpoint; expected 'pil' or 'matlab'")
 
 
+def _channels_text(n: int, noun: str = "channel", kind_first: bool = False) -> str:
+    """E.g. "3 input channels (colour)", or with ``kind_first`` "grey (1 channel)"."""
+    count = f"{n} {noun}{'' if n == 1 else 's'}"
+    kind = {1: "grey", 3: "colour"}.get(n)
+    if kind is None:
+        return count
+    return f"{kind} ({count})" if kind_first else f"{count} ({kind})"
+
+
+def _expect_problem(label: str, sd: StateDict, config: dict, field: str, wanted: Any) -> Optional[str]:
+    """The one-line reason a checkpoint with ``config`` is not what ``expect[field] = wanted`` asks for, or None."""
+    if field == "task":
+        if wanted not in TASKS:
+            raise ValueError(f"expect['task'] must be one of {TASKS}, got {wanted!r}")
+        have = config["task"]
+        if have == wanted:
+            return None
+        if wanted == "denoise":
+            return (f"checkpoint {label} is a x{config['scale_factor']} super-resolution checkpoint; --denoise needs "
+                    f"a denoising model (scale 1 or Net2, whose output has the input's size): pass one trained with "
+                    f"--denoise, or leave out --denoise to upscale")
+        return (f"checkpoint {label} is a {describe_generator(config)}: its output has the input's size, so it "
+                f"cannot upscale; add --denoise to use it, or pass a super-resolution checkpoint")
+    if config.get(field) == wanted:
+        return None
+    if field == "num_channels":
+        have = int(config[field])
+        data_kind = {1: "grey", 3: "colour"}.get(wanted, f"{wanted}-channel")
+        return (f"checkpoint {label} has {_channels_text(have, 'input channel')}{_config_evidence(sd, field)} but "
+                f"the data is {_channels_text(wanted, kind_first=True)}; pass a model trained on {data_kind} data")
+    flag = _CONFIG_FLAGS.get(field)
+    hint = f" — pass {flag} {config.get(field)}, or a checkpoint made for {wanted}" if flag else ""
+    name = "scale" if field == "scale_factor" else field
+    return (f"checkpoint {label} is for {name}={config.get(field)}{_config_evidence(sd, field)} but {wanted} was "
+            f"requested{hint}")
+
+
 def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
                     expect: Optional[dict] = None) -> Tuple[nn.Module, dict]:
-    """Build an RBPN ``Net`` that fits the checkpoint at ``path`` and load it; returns ``(net, config)``.
+    """Build the RBPN ``Net`` / ``Net2`` that fits the checkpoint at ``path`` and load it; returns ``(net, config)``.
 
-    The config comes from the checkpoint (its stored config, or inferred from the parameter shapes of an original
-    state_dict), so original checkpoints need no flags. ``fallback_config`` only fills fields the checkpoint does
-    not determine. ``expect`` lists fields the caller insists on (e.g. ``{"scale_factor": 4}`` from
-    ``--upscale_factor``); a checkpoint that disagrees raises ``CheckpointError`` naming the flag to change.
+    The config comes from the parameter shapes (for a project checkpoint they agree with its stored config), so
+    original checkpoints need no flags; it holds the constructor arguments, ``arch`` ("Net" / "Net2") and ``task``
+    ("sr" / "denoise"). ``fallback_config`` only fills fields the checkpoint does not determine. ``expect`` lists
+    fields the caller insists on (e.g. ``{"scale_factor": 4}`` from ``--upscale_factor``, ``{"task": "denoise"}``
+    from ``--denoise``, ``{"num_channels": 1}`` for grey data); a checkpoint that disagrees raises a one-line
+    ``CheckpointError`` saying what to change. The task is checked first, then the channels, then the rest in order.
     A project checkpoint trained with ``--residual`` adds ``"residual": "pil"|"matlab"`` (the bicubic upscale its
     output is added to) to the returned config.
     """
-    from rbpn import DEFAULT_CONFIG, Net
+    from rbpn import DEFAULT_CONFIG, from_config
 
     label = os.fspath(path)
     sd, meta = read_checkpoint(label)
@@ -552,17 +670,16 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
         raise CheckpointError(f"checkpoint {label} is a discriminator, but a generator was expected")
     config = dict(DEFAULT_CONFIG)
     config.update(fallback_config or {})
-    config.update(infer_rbpn_config(sd))
-    for field, wanted in (expect or {}).items():
-        if config.get(field) != wanted:
-            flag = _CONFIG_FLAGS.get(field)
-            hint = f" — pass {flag} {config.get(field)}, or a checkpoint made for {wanted}" if flag else ""
-            name = "scale" if field == "scale_factor" else field
-            raise CheckpointError(f"checkpoint {label} is for {name}={config.get(field)}"
-                                  f"{_config_evidence(sd, field)} but {wanted} was requested{hint}")
+    config.update(full_generator_config(sd))
+    expect = dict(expect or {})
+    first = ("task", "num_channels")  # the bigger mismatches first
+    for field in [f for f in first if f in expect] + [f for f in expect if f not in first]:
+        problem = _expect_problem(label, sd, config, field, expect[field])
+        if problem:
+            raise CheckpointError(problem)
     try:
-        net = Net(**config)
-    except ValueError as exc:
+        net = from_config(config)
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {label} implies an unsupported RBPN config {config}: {exc}") from None
     _load_strict(net, sd, label, "generator")
     if meta is not None and meta.get("residual"):
@@ -594,7 +711,8 @@ def _info(path: str) -> int:
     fit = _fit_problem(path, sd, examples=_INFO_EXAMPLES)
     if "feat0.conv.weight" in sd:
         try:
-            print(f"RBPN config from shapes: {infer_rbpn_config(sd)}")
+            config = full_generator_config(sd)
+            print(f"RBPN config from shapes: {config} ({describe_generator(config)})")
         except CheckpointError:
             pass  # the shapes imply no config: the fit problem says why
         if not fit:

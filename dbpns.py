@@ -3,6 +3,7 @@
 Signature as in the original: ``Net(base_filter, feat, num_stages, scale_factor)``. It maps ``base_filter`` LR
 feature channels to ``feat`` HR feature channels through a fixed 3 up- and 2 down-projections;
 ``num_stages`` only sets the width of the output conv (it concatenates the 3 HR stages, so keep it at 3).
+With ``scale_factor=1`` (the denoising fork) every projection is a 3x3 stride-1 conv/deconv, so "HR" is the input size.
 """
 
 import torch

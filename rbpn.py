@@ -4,11 +4,17 @@
 neighbour frames and ``flow`` the matching list of (B, 2, h, w) flows (LR pixel units, centre -> neighbour).
 Returns the SR frame (B, C, scale*h, scale*w), not clamped and without a bicubic skip (as in the original).
 
+Denoising (the AFM-denoise fork): ``Net(scale_factor=1)`` makes every projection a 3x3 stride-1 layer, and
+``Net2(scale_factor=2|4|8)`` works at ``scale`` times the size inside but reconstructs through a strided ``output``
+conv; both return a frame of the input's size. ``num_channels=1`` takes grey frames (``feat1`` then sees 1 + 1 + 2
+flow channels). Parameter names never change, so the fork's checkpoints load strictly.
+``from_config(config)`` builds the right class from a config dict with an ``"arch"`` entry ("Net" or "Net2").
+
 ``GeneratorLoss`` and ``TVLoss`` are re-exported so that the original's ``from rbpn import Net as RBPN,
 GeneratorLoss`` keeps working.
 """
 
-from typing import List, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -18,9 +24,13 @@ from base_networks import ConvBlock, DeconvBlock, ResnetBlock, init_weights, pro
 from dbpns import Net as DBPNS
 from SRGAN.loss import GeneratorLoss, TVLoss
 
-__all__ = ["Net", "SUPPORTED_SCALES", "DEFAULT_CONFIG", "GeneratorLoss", "TVLoss"]
+__all__ = ["Net", "Net2", "from_config", "ARCHS", "SUPPORTED_SCALES", "NET2_SCALES", "DEFAULT_CONFIG",
+           "GeneratorLoss", "TVLoss"]
 
-SUPPORTED_SCALES = (2, 4, 8)
+# Scale 1 is the denoising fork's (every projection keeps the size); 2, 4 and 8 are RBPN's.
+SUPPORTED_SCALES = (1, 2, 4, 8)
+# Net2 reduces by its scale in the output conv, so scale 1 would make it exactly a Net.
+NET2_SCALES = (2, 4, 8)
 
 # The configuration every original script and released checkpoint uses (plus scale_factor, which varies).
 DEFAULT_CONFIG = dict(num_channels=3, base_filter=256, feat=64, num_stages=3, n_resblock=5, nFrames=7)
@@ -31,23 +41,30 @@ class Net(nn.Module):
 
     For each neighbour j (in list order): ``h0 = DBPN(L)`` (SISR branch), ``h1 = res_feat1(feat1(x, nb_j, flow_j))``
     (MISR branch), ``H_j = h0 + res_feat2(h0 - h1)``, ``L = res_feat3(H_j)``; the output conv fuses all ``H_j``.
+
+    ``config`` holds the constructor arguments plus ``arch`` ("Net") and ``task`` ("sr", or "denoise" for scale 1);
+    rebuild with ``from_config(config)``.
     """
+
+    ARCH = "Net"
 
     def __init__(self, num_channels: int = 3, base_filter: int = 256, feat: int = 64, num_stages: int = 3,
                  n_resblock: int = 5, nFrames: int = 7, scale_factor: int = 4):
         super().__init__()
-        if scale_factor not in SUPPORTED_SCALES:
-            raise ValueError(f"unsupported scale factor {scale_factor!r}; RBPN supports {SUPPORTED_SCALES}")
+        self._check_scale(scale_factor)
         if nFrames < 2:
             raise ValueError(f"nFrames must be at least 2 (the target frame plus one neighbour), got {nFrames}")
+        if num_channels < 1:
+            raise ValueError(f"num_channels must be at least 1 (1 grey, 3 colour), got {num_channels}")
         kernel, stride, padding = projection_params(scale_factor)
-        self.config = dict(num_channels=num_channels, base_filter=base_filter, feat=feat, num_stages=num_stages,
-                           n_resblock=n_resblock, nFrames=nFrames, scale_factor=scale_factor)
         self.nFrames = nFrames
         self.scale_factor = scale_factor
+        self.config = dict(num_channels=num_channels, base_filter=base_filter, feat=feat, num_stages=num_stages,
+                           n_resblock=n_resblock, nFrames=nFrames, scale_factor=scale_factor, arch=self.ARCH,
+                           task="denoise" if self.output_scale == 1 else "sr")
         self.grad_checkpointing = False
 
-        # Feature extraction: target frame alone, and target + neighbour + flow (3 + 3 + 2 channels).
+        # Feature extraction: target frame alone, and target + neighbour + flow (C + C + 2 channels).
         self.feat0 = ConvBlock(num_channels, base_filter, 3, 1, 1)
         self.feat1 = ConvBlock(2 * num_channels + 2, base_filter, 3, 1, 1)
         # SISR branch.
@@ -60,8 +77,22 @@ class Net(nn.Module):
         self.res_feat3 = nn.Sequential(*[ResnetBlock(feat) for _ in range(n_resblock)],
                                        ConvBlock(feat, base_filter, kernel, stride, padding))
         # Reconstruction from all the HR projections.
-        self.output = ConvBlock((nFrames - 1) * feat, num_channels, 3, 1, 1, activation=None)
+        self.output = self._output_block((nFrames - 1) * feat, num_channels)
         init_weights(self)
+
+    @staticmethod
+    def _check_scale(scale_factor: int) -> None:
+        if scale_factor not in SUPPORTED_SCALES:
+            raise ValueError(f"unsupported scale factor {scale_factor!r}; RBPN supports {SUPPORTED_SCALES}")
+
+    def _output_block(self, in_channels: int, out_channels: int) -> ConvBlock:
+        """The reconstruction conv: 3x3, stride 1 (the output has the size of the HR features)."""
+        return ConvBlock(in_channels, out_channels, 3, 1, 1, activation=None)
+
+    @property
+    def output_scale(self) -> int:
+        """Output size / input size: the scale factor for Net, 1 for Net2."""
+        return self.scale_factor
 
     def set_grad_checkpointing(self, enabled: bool = True) -> "Net":
         """Recompute each recurrent projection step in backward instead of storing its activations.
@@ -124,3 +155,50 @@ class Net(nn.Module):
             for j, t in enumerate(items):
                 if not t.is_floating_point():
                     raise ValueError(f"{name}[{j}] must be a floating-point tensor, got dtype {t.dtype}")
+
+
+class Net2(Net):
+    """RBPN whose reconstruction conv ``output`` is strided with the scale's kernel/stride/padding (the fork's
+    multi-frame denoiser): it works at ``scale_factor`` times the size inside and returns a frame of the input's size.
+
+    Same parameter names as ``Net``; only ``output.conv.weight`` has the projection kernel instead of 3x3.
+    """
+
+    ARCH = "Net2"
+
+    @staticmethod
+    def _check_scale(scale_factor: int) -> None:
+        if scale_factor not in NET2_SCALES:
+            raise ValueError(f"unsupported scale factor {scale_factor!r} for Net2; it supports {NET2_SCALES} "
+                             f"(for scale 1 use Net, which is then the same network)")
+
+    def _output_block(self, in_channels: int, out_channels: int) -> ConvBlock:
+        """The reconstruction conv, reducing the HR features back to the input size."""
+        kernel, stride, padding = projection_params(self.scale_factor)
+        return ConvBlock(in_channels, out_channels, kernel, stride, padding, activation=None)
+
+    @property
+    def output_scale(self) -> int:
+        return 1
+
+
+ARCHS = {"Net": Net, "Net2": Net2}
+# Entries of a generator config that describe the network but are no constructor argument.
+_DERIVED_KEYS = ("arch", "task", "residual")
+
+
+def from_config(config: Mapping) -> Net:
+    """Build the generator a config describes: ``Net`` or ``Net2`` after ``config["arch"]`` (default "Net").
+
+    ``task`` is checked against the network when present; ``residual`` (a checkpoint's output mode) is ignored.
+    Other keys go to the constructor. ValueError for an unknown arch, a task that does not fit or a bad config.
+    """
+    arch = config.get("arch", "Net")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown generator arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    net = ARCHS[arch](**{k: v for k, v in config.items() if k not in _DERIVED_KEYS})
+    task = config.get("task")
+    if task is not None and task != net.config["task"]:
+        raise ValueError(f"config says task {task!r} but {arch} x{net.scale_factor} is a {net.config['task']!r} "
+                         f"network")
+    return net

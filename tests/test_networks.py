@@ -127,7 +127,7 @@ def test_resnet_block_shares_one_prelu():
     assert torch.allclose(block(x), expected)
 
 
-@pytest.mark.parametrize("scale", [1, 3, 16])
+@pytest.mark.parametrize("scale", [3, 16])
 def test_unsupported_scale_is_value_error(scale):
     with pytest.raises(ValueError, match="scale factor"):
         rbpn.Net(**dict(TINY_NET, scale_factor=scale))
