@@ -4,9 +4,15 @@ Keeps the original's options and defaults; boolean options take ``--x``/``--no-x
 Resumable (``--resume``), seeded, multi-GPU / multi-node with ``torchrun`` (DDP), mixed precision, activation
 checkpointing, per-epoch validation (Y-PSNR/SSIM) with the best generator kept. See the README's training section.
 
+``--denoise`` trains a denoiser for consecutive SPM/AFM scans instead: ``--data_dir`` is a movie or a folder of
+movies (``scans.find_movies``), each preprocessed per movie (``denoise_data.preprocess``) and cut into samples by
+``denoise_data.DenoiseDataset`` (``--target``); the generator is ``rbpn.Net`` at scale 1, or ``rbpn.Net2`` with
+``--upscale_factor 2|4|8`` (that factor inside, output of the input's size).
+
     python iSeeBetterTrain.py --data_dir vimeo_septuplet/sequences --file_list sep_trainlist.txt \\
         --pretrained --pretrained_sr RBPN_4x.pth --nEpochs 4
     torchrun --nproc_per_node=4 iSeeBetterTrain.py ... --precision bf16
+    python iSeeBetterTrain.py --denoise --data_dir afm_movies/ --eval_dir afm_eval.asd --nFrames 3
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import argparse
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import atomic
 import logger
@@ -23,8 +31,10 @@ from errors import UserError, describe_os_error, run_cli
 from options import add_bool
 
 if TYPE_CHECKING:  # torch and the modules that import it load after parse_args, so that -h and option errors are fast
+    import numpy as np
     from torch import nn
 
+    import denoise_data
     import training
 
 # Numeric options and the values they accept (argparse only checks the type).
@@ -33,12 +43,27 @@ AT_LEAST_ZERO = ("patch_size", "threads", "seed", "keep_last", "n_resblock", "fl
                  "max_steps_per_epoch", "lr_step", "mse_weight", "adv_weight", "perceptual_weight", "tv_weight")
 ABOVE_ZERO = ("lr", "lr_gamma")
 
+# --denoise choices, as denoise_data.TARGETS and denoise_data.FLOW_METHODS (kept here: that module imports torch).
+DENOISE_TARGETS = ("n2n", "select", "median")
+DENOISE_FLOWS = ("pyflow", "zero")
+# How each movie is normalised (denoise_data.preprocess's defaults); recorded in the generator checkpoints.
+NORMALISATION = "per-movie robust percentiles 0.5/99.5"
+# What the validation target of each --target is, for the log.
+TARGET_MEANING = {
+    "n2n": "a neighbouring noisy scan (independent noise): a no-reference proxy, not a clean ground truth",
+    "select": "the window's scan with the least streak noise: a no-reference proxy, not a clean ground truth",
+    "median": "the median of nFrames aligned scans between the network's frames: a less noisy proxy, still no "
+              "clean ground truth",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train iSeeBetter (RBPN + SRGAN discriminator).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("original options")
-    g.add_argument("--upscale_factor", type=int, default=4, choices=(2, 4, 8), help="super resolution upscale factor")
+    g.add_argument("--upscale_factor", type=int, default=None, choices=(1, 2, 4, 8),
+                   help="super resolution upscale factor: 2, 4 (default) or 8; with --denoise 1 (default, Net) or "
+                        "2/4/8 (Net2: that factor inside, output of the input's size)")
     g.add_argument("--batchSize", type=int, default=2, help="training batch size (per process under torchrun)")
     g.add_argument("--testBatchSize", type=int, default=1, help="validation batch size")
     g.add_argument("--start_epoch", type=int, default=1, help="number of the first epoch (ignored with --resume)")
@@ -69,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("loss")
     g.add_argument("--loss", choices=("gan", "l1", "mse"), default=None,
-                   help="gan: D + four-fold G loss (default); l1/mse: pixel loss only, no D (pre-training)")
+                   help="gan: D + four-fold G loss (default; with --denoise the default is l1); l1/mse: pixel loss "
+                        "only, no D (pre-training)")
     g.add_argument("--mse_weight", type=float, default=1.0, help="weight of the MSE image term")
     g.add_argument("--adv_weight", type=float, default=1e-3, help="weight of the adversarial term")
     g.add_argument("--perceptual_weight", type=float, default=6e-3, help="weight of the VGG16 term (0: no VGG)")
@@ -90,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--degradation", choices=("pil", "matlab"), default="pil", help="HR -> LR downscaling")
     g.add_argument("--flow_cache", default=None, help="folder caching optical flows between runs")
     g.add_argument("--flow_threads", type=int, default=0, help="threads for optical flow per sample (0: auto)")
+
+    g = p.add_argument_group("denoising consecutive SPM/AFM scans (--denoise)")
+    g.add_argument("--denoise", action="store_true",
+                   help="train a denoiser: --data_dir / --eval_dir are movies (.asd, .npy, videos, PNG/TIFF frame "
+                        "folders) or folders of movies; --patch_size is in input pixels")
+    g.add_argument("--target", choices=DENOISE_TARGETS, default="n2n",
+                   help="training target: n2n (a neighbouring scan), select (the cleanest scan of the window) or "
+                        "median (median of nFrames aligned scans); see denoise_data.make_sample")
+    add_bool(g, "warping", False, "warp each neighbour onto the input with its optical flow before the network")
+    g.add_argument("--flows", choices=DENOISE_FLOWS, default="pyflow", help="optical flow: pyflow, or zero flows")
+    g.add_argument("--channel", default=None, help=".asd channel to train on, by name or index (default: the first)")
+    add_bool(g, "level", True, "subtract each scan line's median before normalising (SPM line levelling)")
 
     g = p.add_argument_group("validation")
     g.add_argument("--eval_dir", default=None, help="evaluation data folder (or a video / frame folder)")
@@ -120,15 +158,42 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.loss is None:
-        args.loss = "gan"
+        args.loss = "gan" if args.APITLoss or not args.denoise else "l1"
     elif args.APITLoss and args.loss != "gan":
         raise UserError(f"--APITLoss selects the GAN loss but --loss {args.loss} was given; use one of them")
     check_numbers(args)
+    check_mode(args)
+    if args.nFrames < 2 and args.denoise:
+        raise UserError(f"--nFrames {args.nFrames}: RBPN fuses one projection per neighbour frame, so it has no "
+                        "single-frame form; use --nFrames 2 or more (the raw input is the single-frame baseline)")
     if args.nFrames < 2:
         raise UserError("--nFrames must be at least 2 (the target frame and one neighbour)")
     if args.start_epoch < 1 or args.start_epoch > args.nEpochs:
         raise UserError(f"--start_epoch must be between 1 and --nEpochs ({args.nEpochs}), got {args.start_epoch}")
     return args
+
+
+def check_mode(args: argparse.Namespace) -> None:
+    """Resolve ``--upscale_factor`` (4 for super-resolution, 1 with ``--denoise``) and refuse options of the other
+    mode: 1 without ``--denoise``, a changed ``--denoise`` option without it, ``--residual`` and
+    ``--eval_file_list`` with it."""
+    if args.upscale_factor is None:
+        args.upscale_factor = 1 if args.denoise else 4
+    if not args.denoise:
+        if args.upscale_factor == 1:
+            raise UserError("--upscale_factor 1 is for --denoise only; super-resolution takes 2, 4 or 8")
+        changed = (("--target", args.target != "n2n"), ("--warping", args.warping), ("--flows", args.flows != "pyflow"),
+                   ("--channel", args.channel is not None), ("--no-level", not args.level))
+        for flag, given in changed:
+            if given:
+                raise UserError(f"{flag} only applies with --denoise; add --denoise or leave {flag} out")
+        return
+    if args.residual:
+        raise UserError("--residual adds a bicubic upscale for super-resolution and is not available with --denoise; "
+                        "leave it out")
+    if args.eval_file_list:
+        raise UserError("--eval_file_list lists super-resolution frames; with --denoise, --eval_dir is a movie or a "
+                        "folder of movies and needs no list")
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -149,9 +214,156 @@ def residual_upscale(args: argparse.Namespace) -> Optional[str]:
     return args.degradation if args.residual else None
 
 
-def model_config(args: argparse.Namespace) -> Dict:
-    return dict(num_channels=3, base_filter=args.base_filter, feat=args.feat, num_stages=args.num_stages,
-                n_resblock=args.n_resblock, nFrames=args.nFrames, scale_factor=args.upscale_factor)
+def model_config(args: argparse.Namespace, num_channels: int = 3) -> Dict:
+    """The generator's config (``rbpn.from_config``): ``Net``, or ``Net2`` for ``--denoise`` with a factor > 1."""
+    arch = "Net2" if args.denoise and args.upscale_factor > 1 else "Net"
+    return dict(num_channels=num_channels, base_filter=args.base_filter, feat=args.feat, num_stages=args.num_stages,
+                n_resblock=args.n_resblock, nFrames=args.nFrames, scale_factor=args.upscale_factor, arch=arch)
+
+
+def denoise_record(args: argparse.Namespace) -> Dict[str, Any]:
+    """The preprocessing and targets of a ``--denoise`` run, recorded as ``denoise`` in its checkpoints so that the
+    tester prepares its input movies the same way (``channel`` None = the first .asd channel)."""
+    return {"target": args.target, "warping": bool(args.warping), "flows": args.flows, "level": bool(args.level),
+            "channel": args.channel, "normalisation": NORMALISATION}
+
+
+def generator_extra(args: argparse.Namespace) -> Dict[str, Any]:
+    """Entries every generator checkpoint and training state of this run records besides its config."""
+    return {"denoise": denoise_record(args)} if args.denoise else {}
+
+
+def adopt_denoise_record(args: argparse.Namespace, state: Dict) -> List[str]:
+    """A resumed ``--denoise`` run keeps the data options its training state recorded, so that the recorded
+    preprocessing stays true; returns the options that differed on the command line (e.g. "--target median")."""
+    recorded = state.get("denoise") or {}
+    changed = []
+    for key in ("target", "warping", "flows", "level", "channel"):
+        if key in recorded and recorded[key] != getattr(args, key):
+            setattr(args, key, recorded[key])
+            changed.append(f"--{key} {recorded[key]}")
+    return changed
+
+
+def check_resumed_task(state: Dict, path: str, args: argparse.Namespace) -> None:
+    """Refuse to continue a super-resolution training state with ``--denoise``, or a denoising one without it."""
+    import checkpoint
+
+    task = checkpoint.generator_task(state["config"])
+    if task == "sr" and args.denoise:
+        raise UserError(f"--resume: {path} is a super-resolution training state; leave out --denoise to continue it, "
+                        "or start the denoising run in another --save_folder")
+    if task == "denoise" and not args.denoise:
+        raise UserError(f"--resume: {path} is a --denoise training state; add --denoise (and its movies as "
+                        "--data_dir) to continue it")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# --denoise data
+
+
+@dataclass
+class PreparedMovie:
+    """One movie read with ``scans.read_movie`` and normalised with ``denoise_data.preprocess``."""
+
+    path: str
+    frames: np.ndarray  # float32 (T, H, W, C) in [0, 1]
+    blank: List[int]
+    normalisation: denoise_data.Normalisation
+    channel: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.frames.shape[3])
+
+    def describe(self) -> str:
+        t, h, w, c = self.frames.shape
+        norm = self.normalisation
+        unit = f" {norm.unit}" if norm.unit else ""
+        levelled = "levelled, " if norm.levelled else ""
+        return (f"{self.path}: {t} frames of {w}x{h} px, {c} channel{'s' if c > 1 else ''} ({self.channel}), "
+                f"{len(self.blank)} blank; {levelled}[{norm.lo:.6g}, {norm.hi:.6g}]{unit} -> [0, 1]")
+
+
+def read_movies(path: str, option: str, args: argparse.Namespace) -> List[PreparedMovie]:
+    """Every movie at ``path`` (``scans.find_movies``), read with ``--channel`` and preprocessed with ``--level``.
+
+    All movies must have the same number of channels. Errors name ``option`` and the movie.
+    """
+    import denoise_data
+    import scans
+
+    try:
+        paths = scans.find_movies(path)
+    except UserError as exc:
+        raise UserError(f"{option}: {exc}") from None
+    movies = []
+    for movie_path in paths:
+        movie = scans.read_movie(movie_path, channel=args.channel)  # its errors name the file
+        try:
+            frames, norm, blank = denoise_data.preprocess(movie.frames, level=args.level, unit=movie.unit,
+                                                          extra_blank=movie.blank)
+        except UserError as exc:
+            raise UserError(f"{option} {movie_path}: {exc}") from None
+        movies.append(PreparedMovie(movie_path, frames, blank, norm, movie.channel))
+    kinds = {m.channels: m for m in movies}
+    if len(kinds) > 1:
+        shown = "; ".join(f"{m.path} has {m.channels} channel{'s' if m.channels > 1 else ''}"
+                          for m in kinds.values())
+        raise UserError(f"{option}: the movies mix grey and colour data ({shown}); train on one kind: keep them in "
+                        "separate folders")
+    return movies
+
+
+def check_movie_lengths(movies: List[PreparedMovie], option: str, args: argparse.Namespace, n_frames: int) -> None:
+    """Refuse movies that are all shorter than one sample's window of consecutive frames."""
+    import denoise_data
+
+    needed = denoise_data.window_length(args.target, n_frames)
+    longest = max(movies, key=lambda m: m.frames.shape[0])
+    count = longest.frames.shape[0]
+    if count >= needed:
+        return
+    which = f"{option} {longest.path}: the movie has" if len(movies) == 1 else \
+        f"{option}: every movie is too short (the longest, {longest.path}, has"
+    close = "" if len(movies) == 1 else ")"
+    raise UserError(f"{which} {count} frames{close}, but --target {args.target} with --nFrames {n_frames} needs "
+                    f"{needed} consecutive frames per sample; use longer movies or a smaller --nFrames")
+
+
+def build_denoise_set(movies: List[PreparedMovie], args: argparse.Namespace, config: Dict, training: bool,
+                      option: str) -> denoise_data.DenoiseDataset:
+    """A ``DenoiseDataset`` of the movies: random patches and augmentation for training, whole frames otherwise.
+
+    The dataset's warnings (a movie skipped for want of consecutive non-blank frames) go to the log.
+    """
+    import denoise_data
+
+    check_movie_lengths(movies, option, args, config["nFrames"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = denoise_data.DenoiseDataset(
+                [m.frames for m in movies], blanks=[m.blank for m in movies], names=[m.path for m in movies],
+                n_frames=config["nFrames"], target=args.target, patch_size=args.patch_size if training else 0,
+                training=training, data_augmentation=args.data_augmentation and training, warping=args.warping,
+                flows=args.flows, flow_cache=args.flow_cache, flow_threads=args.flow_threads,
+            )
+        except UserError as exc:
+            raise UserError(f"{option}: {exc}") from None
+    for warning in caught:
+        logger.warning(f"{option}: {warning.message}")
+    return data
+
+
+def check_movie_channels(movies: List[PreparedMovie], option: str, channels: int, what: str) -> None:
+    """Refuse movies whose channel count differs from the generator's (``what`` names the generator)."""
+    def kind(n: int) -> str:
+        return f"{'grey' if n == 1 else 'colour'} ({n} channel{'s' if n > 1 else ''})"
+
+    if movies[0].channels != channels:
+        raise UserError(f"{option}: the movies are {kind(movies[0].channels)} but {what} is {kind(channels)}; use "
+                        "movies of the same kind")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -164,6 +376,48 @@ def resolve_pretrained(args: argparse.Namespace) -> str:
             return path
     raise UserError(f"--pretrained: {args.pretrained_sr!r} not found (nor in --save_folder {args.save_folder!r}); "
                     "download RBPN_4x.pth (see weights/README.md) or pass the file with --pretrained_sr PATH")
+
+
+def init_net2_from_sr(netG: nn.Module, source: str) -> bool:
+    """Initialise a denoising ``Net2`` from a super-resolution RBPN of the same factor, as the fork did (x2): load
+    every tensor but ``output.conv.weight`` (its kernel differs), which keeps its fresh initialisation. Returns False,
+    loading nothing, unless the keys are the same and every other shape matches."""
+    import checkpoint
+
+    skipped = "output.conv.weight"
+    sd, _ = checkpoint.read_checkpoint(source)
+    expected = netG.state_dict()
+    if set(sd) != set(expected) or any(tuple(sd[k].shape) != tuple(v.shape) for k, v in expected.items()
+                                       if k != skipped):
+        return False
+    missing, unexpected = netG.load_state_dict({k: v for k, v in sd.items() if k != skipped}, strict=False)
+    if list(missing) != [skipped] or unexpected:  # cannot happen after the checks above
+        raise checkpoint.CheckpointError(f"checkpoint {source}: partial load left {missing} / {unexpected}")
+    return True
+
+
+def load_pretrained(netG: nn.Module, source: str, args: argparse.Namespace, config: Dict, main: bool) -> Optional[Dict]:
+    """Load ``--pretrained`` weights into G strictly; returns the checkpoint's meta (None for a plain state_dict).
+
+    With ``--denoise`` the checkpoint must be a denoiser for the data's channels (``checkpoint.build_generator``'s
+    one-line errors), except that a ``Net2`` may start from a super-resolution RBPN of its factor and channels
+    (``init_net2_from_sr``).
+    """
+    import checkpoint
+
+    if args.denoise:
+        expect = {"task": "denoise", "num_channels": config["num_channels"]}
+        try:
+            checkpoint.build_generator(source, expect=expect)
+        except checkpoint.CheckpointError:
+            if config.get("arch") != "Net2" or not init_net2_from_sr(netG, source):
+                raise
+            if main:
+                logger.info(f"initialised the denoising Net2 x{config['scale_factor']} from the super-resolution "
+                            f"checkpoint {source}: every tensor but output.conv.weight (the strided output conv "
+                            "keeps its fresh initialisation)")
+            return None
+    return checkpoint.load_into(netG, source, what="generator")
 
 
 def build_criterion(args: argparse.Namespace):
@@ -194,9 +448,12 @@ def check_data_dir(args: argparse.Namespace) -> None:
                     "`python DatasetFetcher.py --sample`), or point --data_dir at your own videos")
 
 
-def build_train_set(args: argparse.Namespace):
+def build_train_set(args: argparse.Namespace, config: Dict, movies: Optional[List[PreparedMovie]] = None):
+    """The training set: ``DenoiseDataset`` of ``movies`` with ``--denoise``, else the SR datasets of ``data``."""
     import data
 
+    if args.denoise:
+        return build_denoise_set(movies, args, config, True, "--data_dir")
     return data.get_training_set(
         args.data_dir, args.nFrames, args.upscale_factor, args.data_augmentation, args.file_list,
         args.other_dataset, args.patch_size, args.future_frame, degradation=args.degradation,
@@ -205,7 +462,8 @@ def build_train_set(args: argparse.Namespace):
 
 
 def build_eval_set(args: argparse.Namespace, config: Dict):
-    """Whole-frame evaluation set: a frame list (``--eval_file_list``) or a video / frame folder, no augmentation.
+    """Whole-frame evaluation set: a frame list (``--eval_file_list``) or a video / frame folder, no augmentation;
+    with ``--denoise`` a ``DenoiseDataset`` of the movies at ``--eval_dir``, with the training's target.
 
     With ``--eval_max_frames N`` only N evenly spaced samples are kept.
     """
@@ -219,7 +477,13 @@ def build_eval_set(args: argparse.Namespace, config: Dict):
     if not os.path.exists(args.eval_dir):
         raise UserError(f"--eval_dir {args.eval_dir!r} does not exist")
     common = dict(degradation=args.eval_degradation, flow_cache=args.flow_cache, flow_threads=args.flow_threads)
-    if args.eval_file_list:
+    if args.denoise:
+        movies = read_movies(args.eval_dir, "--eval_dir", args)
+        check_movie_channels(movies, "--eval_dir", config["num_channels"], "the generator")
+        for movie in movies:
+            logger.info(f"evaluation movie {movie.describe()}")
+        eval_set = build_denoise_set(movies, args, config, False, "--eval_dir")
+    elif args.eval_file_list:
         eval_set = data.get_test_set(args.eval_dir, config["nFrames"], config["scale_factor"], args.eval_file_list,
                                      True, args.future_frame, **common)
     else:
@@ -229,7 +493,7 @@ def build_eval_set(args: argparse.Namespace, config: Dict):
         n = args.eval_max_frames
         step = len(eval_set) / n
         eval_set = torch.utils.data.Subset(eval_set, [int(i * step + step / 2) for i in range(n)])
-    check_eval_frames(eval_set, args.eval_dir, config["scale_factor"])
+    check_eval_frames(eval_set, args.eval_dir, 1 if args.denoise else config["scale_factor"])
     return eval_set
 
 
@@ -246,15 +510,21 @@ def _image_size(path: str) -> Optional[Tuple[int, int]]:
 
 def eval_frame_sizes(eval_set) -> Iterator[Tuple[str, Tuple[int, int]]]:
     """(source, (width, height)) of the evaluation frames, from file headers: the first frame of each clip (video or
-    frame folder) used, or each listed frame."""
+    frame folder) used, or each listed frame; for ``--denoise`` each movie used."""
     import torch
 
     import dataset
+    import denoise_data
     from video_io import video_info
 
     indices = range(len(eval_set))
     if isinstance(eval_set, torch.utils.data.Subset):
         eval_set, indices = eval_set.dataset, eval_set.indices
+    if isinstance(eval_set, denoise_data.DenoiseDataset):
+        for m in sorted({eval_set.samples[i][0] for i in indices}):
+            height, width = eval_set.movies[m].shape[1:3]
+            yield eval_set.names[m], (width, height)
+        return
     if isinstance(eval_set, dataset.VideoFolderDataset):
         for src in sorted({eval_set.samples[i][0] for i in indices}):
             path, frames, _ = eval_set.sources[src]
@@ -286,9 +556,10 @@ def check_eval_frames(eval_set, eval_dir: str, scale: int) -> None:
             continue
         where = "" if os.path.abspath(source) == os.path.abspath(eval_dir) else f" ({source})"
         after = "" if cropped == (width, height) else f", {cropped[0]}x{cropped[1]} after the crop to x{scale}"
+        at = f" at x{scale}" if scale > 1 else ""
         raise UserError(f"--eval_dir {eval_dir}: frames of {width}x{height} px{where}{after} are too small to "
                         f"validate: SSIM uses an {window}x{window} px window, so frames must be at least "
-                        f"{smallest}x{smallest} px at x{scale}; use larger frames or leave out --eval_dir")
+                        f"{smallest}x{smallest} px{at}; use larger frames or leave out --eval_dir")
 
 
 def check_writable_folder(folder: str, option: str) -> None:
@@ -325,11 +596,27 @@ def remove_stale_temps(folder: str) -> None:
 
 
 def hr_training_size(args: argparse.Namespace, train_set, scale: int) -> Tuple[int, int]:
-    """(width, height) of the HR images D sees in training: the patch, or the first whole frame (``--patch_size 0``)."""
+    """(width, height) of the HR images D sees in training: the patch, or the first whole frame (``--patch_size 0``).
+
+    ``scale`` is G's output size / input size (1 for ``--denoise``).
+    """
     if args.patch_size > 0:
         return args.patch_size * scale, args.patch_size * scale
+    if args.denoise:
+        height, width = train_set.movies[train_set.samples[0][0]].shape[1:3]
+        return width * scale, height * scale
     target = train_set.lr_frames(0)[0]
     return target.shape[1], target.shape[0]
+
+
+def check_vgg_size(args: argparse.Namespace, train_set, scale: int) -> None:
+    """The perceptual term's VGG16 halves its input 5 times: refuse training images under 32 px up front."""
+    width, height = hr_training_size(args, train_set, scale)
+    if args.loss != "gan" or args.perceptual_weight == 0 or min(width, height) >= 32:
+        return
+    patch = math.ceil(32 / scale)
+    raise UserError(f"--loss gan: the perceptual term's VGG16 needs training images of at least 32x32 px, but G's "
+                    f"outputs are {width}x{height} px; use --patch_size {patch} or more, or --perceptual_weight 0")
 
 
 def gan_drop_last(args: argparse.Namespace, netD: nn.Module, train_set, scale: int, world_size: int) -> bool:
@@ -380,20 +667,28 @@ def count_parameters(model: nn.Module) -> int:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def save_checkpoints(trainer: training.Trainer, args, config: Dict, epoch: int, best: Dict) -> str:
-    """Write netG/netD (plain state_dicts, the original's names) then the full training state; prune old states."""
+def save_checkpoints(trainer: training.Trainer, args, config: Dict, epoch: int, best: Dict,
+                     state_extra: Optional[Dict] = None) -> str:
+    """Write netG/netD (plain state_dicts, the original's names) then the full training state (plus ``state_extra``);
+    prune old states. A ``--denoise`` netG is written in the project format, with its config and ``denoise`` record
+    (the original scripts cannot run a denoiser anyway)."""
     import checkpoint
     import training
 
     scale = config["scale_factor"]
     folder = args.save_folder
     netG = training.unwrap(trainer.netG)
-    checkpoint.save_plain_state_dict(training.generator_path(folder, scale, epoch), netG)
+    if args.denoise:
+        checkpoint.save_generator(training.generator_path(folder, scale, epoch), netG, config,
+                                  extra=dict(generator_extra(args), epoch=epoch))
+    else:
+        checkpoint.save_plain_state_dict(training.generator_path(folder, scale, epoch), netG)
     if trainer.netD is not None:
         netD = training.unwrap(trainer.netD)
         checkpoint.save_plain_state_dict(training.discriminator_path(folder, scale, epoch), netD)
     path = training.state_path(folder, scale, epoch)
-    trainer.save_state(path, config, epoch, extra=dict(args=vars(args), best=best, rng=training.rng_states()))
+    extra = dict(state_extra or {}, args=vars(args), best=best, rng=training.rng_states())
+    trainer.save_state(path, config, epoch, extra=extra)
     training.prune_states(folder, scale, args.keep_last)
     return path
 
@@ -411,7 +706,8 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
     import training
 
     main = dist.is_main
-    check_data_dir(args)  # before anything is built or written
+    if not args.denoise:
+        check_data_dir(args)  # before anything is built or written
     log_dir = args.log_dir or args.save_folder
     if main:
         check_writable_folder(args.save_folder, "--save_folder")
@@ -423,12 +719,24 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         if path == "auto":
             path = training.find_latest_state(args.save_folder, args.upscale_factor)
         state = training.read_training_state(path)
-    config = dict(state["config"]) if state else model_config(args)
+        check_resumed_task(state, path, args)
+    adopted = adopt_denoise_record(args, state) if state and args.denoise else []
+    movies = read_movies(args.data_dir, "--data_dir", args) if args.denoise else None
+    channels = movies[0].channels if movies else 3
+    config = dict(state["config"]) if state else model_config(args, channels)
+    if state and movies:
+        check_movie_channels(movies, "--data_dir", config["num_channels"], f"the generator of {path}")
     if state and "residual" in (state.get("args") or {}):
         args.residual = bool(state["args"]["residual"])  # a resumed run keeps its generator's output mode
-    if state and config != model_config(args) and main:
+    if state and dict({"arch": "Net"}, **config) != model_config(args, channels) and main:
         logger.warning(f"--resume: using the checkpoint's model configuration {config}")
+    args.nFrames = config["nFrames"]  # the data follows the generator (a resumed run keeps its nFrames)
     scale = config["scale_factor"]
+    out_scale = checkpoint.generator_output_scale(config)
+    state_extra = generator_extra(args)
+    if movies:
+        state_extra["denoise_movies"] = [{"path": m.path, "frames": int(m.frames.shape[0]), "blank": list(m.blank),
+                                          "normalisation": m.normalisation.to_dict()} for m in movies]
     run_log = logger.RunLogger(log_dir, enabled=main, resume_epoch=state["epoch"] if state else None)
     try:
         if main:
@@ -437,18 +745,22 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
             logger.info(f"iSeeBetterTrain run {args.prefix!r}, options: {json.dumps(vars(args), sort_keys=True)}")
             logger.info(f"device {dist.device}, world size {dist.world_size}, precision {args.precision}, "
                         f"loss {args.loss}")
+            for change in adopted:
+                logger.warning(f"--resume: {path} continues with its recorded data option {change}")
+            for movie in movies or []:
+                logger.info(f"training movie {movie.describe()}")
 
         # Models (weights initialised from the seed, so every rank builds the same ones).
         training.seed_everything(args.seed)
-        netG = rbpn.Net(**config)
+        netG = rbpn.from_config(config)
         if args.grad_checkpoint:
             netG.set_grad_checkpointing(True)
         if args.pretrained and not state:
             source = resolve_pretrained(args)
-            meta = checkpoint.load_into(netG, source, what="generator")
+            meta = load_pretrained(netG, source, args, config, main)
             if main:
                 logger.info(f"loaded pretrained generator {source}")
-            if meta is not None and meta.get("residual") and not args.residual:
+            if meta is not None and meta.get("residual") and not args.residual and not args.denoise:
                 args.residual = True
                 if main:
                     logger.info(f"{source} was trained with --residual: this run uses --residual too")
@@ -461,7 +773,7 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         if args.loss == "gan":
             from SRGAN.model import Discriminator
 
-            netD = Discriminator()
+            netD = Discriminator(num_channels=config["num_channels"])
             criterion = build_criterion(args).to(dist.device)
         if main:
             logger.info(f"generator parameters: {count_parameters(netG):,} {config}")
@@ -489,8 +801,9 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                 logger.info(f"nothing to do: the checkpoint is at epoch {start_epoch - 1}, --nEpochs {args.nEpochs}")
             return 0
 
-        train_set = build_train_set(args)
-        drop_last = netD is not None and gan_drop_last(args, netD, train_set, scale, dist.world_size)
+        train_set = build_train_set(args, config, movies)
+        check_vgg_size(args, train_set, out_scale)
+        drop_last = netD is not None and gan_drop_last(args, netD, train_set, out_scale, dist.world_size)
         if drop_last and main:
             logger.info("GAN training on small patches: the last batch of 1 sample is skipped every epoch (the "
                         "discriminator's BatchNorm needs more than 1 value per channel)")
@@ -506,6 +819,9 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                 logger.info("no --eval_dir: validation skipped, no best checkpoint is kept")
             else:
                 logger.info(f"evaluation samples: {len(eval_set)}")
+        label = metric_label(args, config)
+        if eval_loader is not None and args.denoise:
+            log_denoise_validation(args, eval_loader, dist, label.split()[0])
 
         last_saved = None
         for epoch in range(start_epoch, args.nEpochs + 1):
@@ -521,22 +837,23 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
             # Save before validating: a failing validation must not lose the epoch. The best generator follows.
             save_due = epoch % args.snapshots == 0 or epoch == args.nEpochs
             if main and save_due:
-                last_saved = save_checkpoints(trainer, args, config, epoch, best)
+                last_saved = save_checkpoints(trainer, args, config, epoch, best, state_extra)
             if eval_loader is not None and (epoch % args.eval_every == 0 or epoch == args.nEpochs):
                 record.update(training.validate(training.unwrap(netG), eval_loader, dist.device, scale,
                                                 args.precision, residual_upscale(args), args.eval_max_frames,
-                                                args.channels_last))
+                                                args.channels_last, denoise=args.denoise))
             if main:
                 if "val_psnr" in record and record["val_psnr"] > best.get("val_psnr", float("-inf")):
                     best = {"epoch": epoch, "val_psnr": record["val_psnr"], "val_ssim": record.get("val_ssim")}
                     checkpoint.save_generator(training.best_path(args.save_folder, scale), training.unwrap(netG),
-                                              config, extra=dict(best, residual=residual_upscale(args)))
+                                              config, extra=dict(best, residual=residual_upscale(args),
+                                                                 **generator_extra(args)))
                 run_log.log_epoch(record)
-                logger.info(epoch_line(record, last_saved if save_due else None))
+                logger.info(epoch_line(record, last_saved if save_due else None, label))
             training.barrier(dist)
         if main:
             if best:
-                logger.info(f"best: epoch {best['epoch']}, Y-PSNR {best['val_psnr']:.3f} dB -> "
+                logger.info(f"best: epoch {best['epoch']}, {label} {best['val_psnr']:.3f} dB -> "
                             f"{training.best_path(args.save_folder, scale)}")
             logger.info(f"done; logs in {log_dir}")
         return 0
@@ -544,13 +861,39 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         run_log.close()
 
 
-def epoch_line(record: Dict, saved: Optional[str]) -> str:
+def metric_label(args: argparse.Namespace, config: Dict) -> str:
+    """How the validation PSNR is named in the log: Y-PSNR (RGB) or PSNR (grey), and its target with --denoise."""
+    name = "Y-PSNR" if config["num_channels"] == 3 else "PSNR"
+    return f"{name} vs the {args.target} target" if args.denoise else name
+
+
+def log_denoise_validation(args: argparse.Namespace, eval_loader, dist: training.DistInfo, psnr: str) -> None:
+    """Say what ``--denoise`` validation measures, and log the do-nothing baseline: the raw input frame scored
+    against the same targets (a denoiser that helps scores above it). ``psnr`` names the PSNR (PSNR / Y-PSNR)."""
+    from torch import nn
+
+    import training
+
+    class RawInput(nn.Module):
+        def forward(self, x, neighbours, flows):
+            return x
+
+    logger.info(f"validation (--denoise): {psnr}/SSIM on the [0, 1] scale against the --target {args.target} "
+                f"target, {TARGET_MEANING[args.target]}")
+    scores = training.validate(RawInput(), eval_loader, dist.device, 1, "fp32", None, args.eval_max_frames,
+                               args.channels_last, denoise=True)
+    if scores:
+        logger.info(f"validation baseline, the raw input frame against the same targets: {psnr} "
+                    f"{scores['val_psnr']:.3f} dB, SSIM {scores['val_ssim']:.4f}")
+
+
+def epoch_line(record: Dict, saved: Optional[str], metric: str = "Y-PSNR") -> str:
     parts = [f"epoch {record['epoch']}"]
     for key, label in (("g_loss", "G"), ("d_loss", "D"), ("d_x", "D(x)"), ("d_g_z", "D(G(z))")):
         if key in record:
             parts.append(f"{label} {record[key]:.4f}")
     if "val_psnr" in record:
-        parts.append(f"val Y-PSNR {record['val_psnr']:.3f} dB SSIM {record['val_ssim']:.4f}")
+        parts.append(f"val {metric} {record['val_psnr']:.3f} dB SSIM {record['val_ssim']:.4f}")
     parts.append(f"{record['samples_per_s']:.2f} samples/s")
     if saved:
         parts.append(f"saved {saved}")

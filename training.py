@@ -513,8 +513,24 @@ def ssim_window() -> int:
 
 
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> HxWx3 uint8, clamped and rounded (exact for dataset frames, which are k/255)."""
+    """(C, H, W) float in [0, 1] -> HxWxC uint8, clamped and rounded (exact for dataset frames, which are k/255)."""
     return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def tensor_to_float255(img: torch.Tensor) -> np.ndarray:
+    """(C, H, W) float in [0, 1] -> HxWxC float64 on the 0..255 scale, clamped, not rounded (denoising targets are
+    normalised measurements, not 8-bit frames)."""
+    return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().double().numpy() * 255.0
+
+
+def image_scores(pred: np.ndarray, gt: np.ndarray) -> Tuple[float, float]:
+    """(PSNR, SSIM) of two HxWxC images on the 0..255 scale: on the Y channel for RGB (the VSR protocol), on the
+    single plane for grey (peak 255 here is peak 1.0 on the [0, 1] scale)."""
+    import metrics
+
+    if pred.shape[2] == 1:
+        return metrics.psnr(pred[..., 0], gt[..., 0]), metrics.ssim(pred[..., 0], gt[..., 0])
+    return metrics.psnr_y(pred, gt), metrics.ssim_y(pred, gt)
 
 
 @torch.no_grad()
@@ -527,11 +543,15 @@ def validate(
     residual: Optional[str] = None,
     max_frames: int = 0,
     channels_last: bool = False,
+    denoise: bool = False,
 ) -> Dict[str, float]:
-    """Mean Y-PSNR / Y-SSIM of the model on eval samples, measured like ``iSeeBetterTest.py`` (no border crop).
+    """Mean PSNR / SSIM of the model on eval samples (Y channel for RGB, the plane for grey; ``image_scores``).
 
-    ``residual`` is the bicubic method ("pil" / "matlab") whose upscale of the LR input is added to G's output, as in
-    training (``--residual`` with ``--degradation``), or None.
+    Super-resolution (default): measured like ``iSeeBetterTest.py`` (8-bit output, no border crop); ``residual`` is
+    the bicubic method ("pil" / "matlab") whose upscale of the LR input is added to G's output, as in training
+    (``--residual`` with ``--degradation``), or None.
+    ``denoise``: the output has the input's size and is compared with the sample's target on the float [0, 1] scale
+    (times 255, not rounded); a truthy ``residual`` then adds the input itself.
     """
     import metrics
     from inference import sr_image
@@ -549,13 +569,18 @@ def validate(
                 sr = model(inp, neighbours, flows)
             sr = sr.float()
             for i in range(sr.shape[0]):
-                pred = metrics.to_uint8(sr_image(sr[i], tensor_to_uint8(inp[i]), scale, residual))
-                gt = tensor_to_uint8(target[i])
+                if denoise:
+                    pred = tensor_to_float255(sr[i] + inp[i] if residual else sr[i])
+                    gt = tensor_to_float255(target[i])
+                else:
+                    pred = metrics.to_uint8(sr_image(sr[i], tensor_to_uint8(inp[i]), scale, residual))
+                    gt = tensor_to_uint8(target[i])
                 if min(gt.shape[:2]) < window:
                     raise UserError(f"--eval_dir: a validation frame of {gt.shape[1]}x{gt.shape[0]} px is smaller "
                                     f"than the {window}x{window} px SSIM window; use larger evaluation frames")
-                psnrs.append(metrics.psnr_y(pred, gt))
-                ssims.append(metrics.ssim_y(pred, gt))
+                psnr, ssim = image_scores(pred, gt)
+                psnrs.append(psnr)
+                ssims.append(ssim)
                 if max_frames and len(psnrs) >= max_frames:
                     break
             if max_frames and len(psnrs) >= max_frames:

@@ -3,6 +3,9 @@
 Faithful to the original: ``total = 1 * MSE(sr, hr) + 1e-3 * (-mean D(sr)) + 6e-3 * MSE(VGG(sr), VGG(hr))
 + 2e-8 * TV(sr)``, where VGG is torchvision's VGG16 ``features[:31]`` (the whole conv trunk, up to pool5) with
 ImageNet weights, frozen, fed raw [0, 1] RGB without ImageNet mean/std normalisation.
+
+Grey images (``--denoise`` on height data) work too: the VGG sees the grey channel repeated three times, and the
+MSE and TV terms average over whatever channels there are.
 """
 
 import os
@@ -37,6 +40,15 @@ class TVLoss(nn.Module):
         count_h = c * (h - 1) * w
         count_w = c * h * (w - 1)
         return self.tv_loss_weight * 2 * (h_tv / count_h + w_tv / count_w) / b
+
+
+def vgg_input(images: torch.Tensor) -> torch.Tensor:
+    """Images as the VGG16 trunk takes them: RGB unchanged, grey (B, 1, H, W) repeated to 3 equal channels."""
+    if images.shape[1] == 1:
+        return images.repeat(1, 3, 1, 1)
+    if images.shape[1] != 3:
+        raise ValueError(f"the perceptual loss takes grey or RGB images, got {images.shape[1]} channels")
+    return images
 
 
 def discriminator_loss(real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -145,8 +157,8 @@ class GeneratorLoss(nn.Module):
         adversarial_loss = -out_labels.mean()
         if self.loss_network is not None:
             with torch.no_grad():
-                target_features = self.loss_network(target_images)
-            perception_loss = F.mse_loss(self.loss_network(out_images), target_features)
+                target_features = self.loss_network(vgg_input(target_images))
+            perception_loss = F.mse_loss(self.loss_network(vgg_input(out_images)), target_features)
         else:
             perception_loss = image_loss.new_zeros(())
         tv_loss = self.tv_loss(out_images)
