@@ -1,4 +1,5 @@
-"""iSeeBetter tester: upscale any video or frame folder (``--upscale_only``), or evaluate on HR clips.
+"""iSeeBetter tester: upscale any video or frame folder (``--upscale_only``), evaluate on HR clips, or denoise
+consecutive SPM/AFM scans (``--denoise``).
 
 Upscaling: ``python iSeeBetterTest.py -u --input clip.mp4 --output out/`` (default weights: the shipped
 ``weights/iSeeBetter_x4_psnr.pth``) writes ``out/clip/00001.png ...``, ``out/clip.mp4`` (source frame rate) and
@@ -11,6 +12,11 @@ Writes ``metrics.json``, ``per_frame.csv`` and, per clip, ``<clip>_psnr.png`` an
 Inputs: ``--input`` (a video file, a frame folder, or a folder of clip folders / videos), or the original's
 ``--data_dir`` + ``--file_list`` (one frame path per line relative to data_dir, e.g. ``foliage/001.png``; a line
 may also name a whole clip folder).
+
+Denoising: ``python iSeeBetterTest.py --denoise --input scan.asd --output out/ -m denoiser.pth`` normalises each
+movie (``denoise_data.preprocess``), runs the denoising generator over nFrames windows (``inference.denoise_clip``)
+and writes ``out/scan.npy`` (the input's units and shape), ``out/scan/00001.png ...`` (16-bit), ``out/scan.mp4``,
+``out/scan_compare.png`` (raw | denoised) and ``out/metrics.json`` (no-reference scores, ``denoise_eval``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -66,6 +72,9 @@ if TYPE_CHECKING:
 
 BICUBIC = "bicubic"
 TINY_TILE = 32  # LR tiles smaller than this (or mostly overlap) make tiled inference many times slower
+DEFAULT_DENOISE_WEIGHTS = os.path.join("weights", "iSeeBetter_denoise_afm.pth")  # relative to PROJECT_ROOT
+DEFAULT_MOVIE_FPS = Fraction(10)  # --denoise preview rate when a movie gives no frame time
+COMPARE_FRAMES = 3  # frames shown in <movie>_compare.png
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--resume", action="store_true",
                        help="continue an interrupted upscale: frames already written (complete, right size) are kept, "
                             "the others computed, then the video is assembled")
+    denoise = p.add_argument_group("denoising (--denoise): consecutive SPM/AFM scans or any movie")
+    denoise.add_argument("--denoise", action="store_true",
+                         help="denoise each movie of --input (.asd, .npy (T,H,W[,C]), frame folder or video) with a "
+                              f"denoising generator (default -m: {DEFAULT_DENOISE_WEIGHTS}); writes <movie>.npy in the "
+                              "input's units, 16-bit PNG frames, an mp4 preview, <movie>_compare.png and metrics.json")
+    denoise.add_argument("--channel", default=None, metavar="NAME",
+                         help=".asd channel to denoise: index or name (topography, error, phase; default: the one the "
+                              "checkpoint was trained on, else the first)")
+    denoise.add_argument("--level", dest="level", action="store_true", default=None,
+                         help="subtract each scan line's median first (default: as the checkpoint was trained, else "
+                              "on; --no-level for photographs and renderings)")
+    denoise.add_argument("--no-level", dest="level", action="store_false", help=argparse.SUPPRESS)
+    denoise.add_argument("--reference", default=None, metavar="CLEAN",
+                         help="a clean movie of the input's shape and units: adds PSNR/SSIM of the output and of the "
+                              "raw input against it to metrics.json")
+    add_bool(denoise, "eval", True, "score the output in metrics.json without a clean frame (an extra pass over the "
+             "even frames; see README)")
     return p
 
 
@@ -156,12 +182,15 @@ class Clip:
     targets: Optional[Set[int]] = None  # frame indices to produce (None = all)
     fps: Fraction = Fraction(25)
     frame_names: List[str] = field(default_factory=list)  # unique output names of ``frames``
+    frame_count: Optional[int] = None  # known frame count (--denoise movies), else from the frames / video header
 
     def __post_init__(self) -> None:
         if self.frames is not None:
             self.frame_names = unique_stems(self.frames)
 
     def count(self) -> Optional[int]:
+        if self.frame_count is not None:
+            return self.frame_count
         if self.frames is not None:
             return len(self.frames)
         return video_info(self.video)["frame_count"] or None
@@ -255,9 +284,12 @@ def _real(path: str) -> str:
 
 
 def planned_outputs(clip: Clip, args: argparse.Namespace) -> Tuple[Optional[str], List[str]]:
-    """(folder of SR frames or None, other files) that processing ``clip`` writes under ``--output``."""
+    """(folder of output frames or None, other files) that processing ``clip`` writes under ``--output``."""
     out = args.output
     files = [os.path.join(out, clip.name + "_compare.png")]
+    if args.denoise:
+        files += [os.path.join(out, clip.name + ".npy"), os.path.join(out, clip.name + video_extension(args.codec))]
+        return os.path.join(out, clip.name), files
     if args.upscale_only:
         if clip.video is not None:
             files.append(os.path.join(out, clip.name + video_extension(args.codec)))
@@ -278,10 +310,13 @@ def _planned_frame_files(clip: Clip, frames: Optional[range]) -> Optional[Set[st
     return {clip.frame_name(t) + ".png" for t in indices}
 
 
-def check_output(clips: List[Clip], args: argparse.Namespace) -> None:
+def check_output(clips: List[Clip], args: argparse.Namespace, extra_inputs: Sequence[str] = ()) -> None:
     """Before any work: ``--output`` is a writable folder, no output path resolves to an input (symlinks included)
     and no clip folder holds frames of an earlier run that this one would leave mixed in. Removes our own stale
-    temporary files (a killed earlier run)."""
+    temporary files (a killed earlier run).
+
+    ``extra_inputs``: more files or folders that are read (a ``--reference`` movie, the ``--input`` folder); a folder
+    among the inputs is protected like a frame folder."""
     out = args.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output {out} is a file; pass a folder (it is created if missing)")
@@ -293,9 +328,13 @@ def check_output(clips: List[Clip], args: argparse.Namespace) -> None:
     except OSError as exc:  # name the folder, not our probe file
         raise user_error_from_os(OSError(exc.errno, exc.strerror, out), "cannot write to --output") from exc
 
-    input_files = {_real(p) for clip in clips for p in clip.inputs()}
+    inputs = [p for clip in clips for p in clip.inputs()] + list(extra_inputs)
+    input_files = {_real(p) for p in inputs}
     input_folders = {os.path.dirname(_real(p)) for clip in clips if clip.frames is not None for p in clip.frames}
+    input_folders |= {_real(p) for p in inputs if os.path.isdir(p)}
     fixed = [] if args.upscale_only else [os.path.join(out, "metrics.json"), os.path.join(out, "per_frame.csv")]
+    if args.denoise:
+        fixed = [os.path.join(out, "metrics.json")]
     for path in fixed:
         if os.path.isdir(path):
             raise UserError(f"{path} is a folder; remove it or choose another --output")
@@ -310,11 +349,11 @@ def check_output(clips: List[Clip], args: argparse.Namespace) -> None:
         if folder is None:
             continue
         if _real(folder) in input_folders or _real(folder) in input_files:
-            raise UserError(f"--output {out}: the SR frames of {clip.name} would go into {folder}, which holds input "
-                            "frames; choose an --output folder apart from the inputs (nothing was written)")
+            raise UserError(f"--output {out}: the output frames of {clip.name} would go into {folder}, which holds "
+                            "input frames; choose an --output folder apart from the inputs (nothing was written)")
         if os.path.isfile(folder):
-            raise UserError(f"{folder} is a file but the SR frames of {clip.name} go into a folder of that name; "
-                            "remove it or choose another --output")
+            raise UserError(f"{folder} is a file but the output frames of {clip.name} go into a folder of that "
+                            "name; remove it or choose another --output")
         if os.path.isdir(folder):
             atomic.remove_stale_temps(folder)
             existing = {n for n in os.listdir(folder) if not n.startswith(".")}
@@ -335,20 +374,25 @@ def default_model_path() -> str:
     return os.path.join(PROJECT_ROOT, DEFAULT_WEIGHTS)
 
 
+def check_model_file(path: str, hint: str) -> None:
+    """A one-line error when ``--model`` is a folder or does not exist (``hint`` says what to pass instead)."""
+    if os.path.isdir(path):
+        raise UserError(f"--model {path} is a folder; pass the checkpoint file inside it (PATH.pth)")
+    if not os.path.isfile(path):
+        raise UserError(f"model checkpoint {path} not found; {hint}")
+
+
 def load_generator(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module], dict]:
     """(model, config) from --model; (None, {"scale_factor", "nFrames"}) for the bicubic baseline."""
     if args.model.lower() == BICUBIC:
         return None, {"scale_factor": args.upscale_factor or 4, "nFrames": 1}
     if args.model_type != "RBPN":
         raise UserError(f"--model_type {args.model_type} is not supported; only RBPN")
-    if os.path.isdir(args.model):
-        raise UserError(f"--model {args.model} is a folder; pass the checkpoint file inside it (PATH.pth)")
-    if not os.path.isfile(args.model):
-        raise UserError(f"model checkpoint {args.model} not found; pass --model PATH.pth (original or project "
-                        f"checkpoint) or --model bicubic for the baseline (random weights are never used)")
+    check_model_file(args.model, "pass --model PATH.pth (original or project checkpoint) or --model bicubic for the "
+                     "baseline (random weights are never used)")
     import checkpoint
 
-    expect = {}
+    expect = {"task": "sr", "num_channels": 3}
     if args.upscale_factor is not None:
         expect["scale_factor"] = args.upscale_factor
     if args.nFrames is not None:
@@ -639,6 +683,379 @@ def write_reports(all_rows: Dict[str, List[dict]], args) -> dict:
     return summary
 
 
+# ------------------------------------------------------------------------------------------------------- denoising
+
+
+def default_denoise_model_path() -> str:
+    """The default denoising weights, found relative to the project (not the current folder)."""
+    return os.path.join(PROJECT_ROOT, DEFAULT_DENOISE_WEIGHTS)
+
+
+def check_denoise_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Option errors of ``--denoise`` (options that only upscaling has, a missing --input); sets the default model."""
+    if not args.input:
+        parser.error("--denoise needs --input (a movie: .asd, .npy, frame folder or video; or a folder of movies)")
+    upscaling = [name for name, given in (("-u/--upscale_only", args.upscale_only),
+                                          ("-s/--upscale_factor", args.upscale_factor is not None),
+                                          ("--frames", args.frames is not None), ("--resume", args.resume),
+                                          ("--chop_forward", args.chop_forward)) if given]
+    if upscaling:
+        parser.error(f"{', '.join(upscaling)} only apply to upscaling; --denoise processes whole movies at their size "
+                     "(use --tile for bounded memory)")
+    if args.reference and not args.eval:
+        parser.error("--reference is scored by the evaluation; drop --no-eval")
+    if args.model is None:
+        args.model = default_denoise_model_path()
+
+
+@dataclass
+class DenoiseSettings:
+    """How a denoising generator was trained, as far as inference repeats it: read from its checkpoint's
+    ``meta["denoise"]``; the fork's plain state_dicts record nothing and get the defaults."""
+
+    warping: bool = False
+    flows: str = "pyflow"
+    level: bool = True
+    channel: Optional[str] = None  # the channel it was trained on (the default for .asd inputs)
+    recorded: bool = False  # whether the checkpoint recorded its settings
+
+    def to_dict(self) -> dict:
+        return {"warping": self.warping, "flows": self.flows, "level": self.level, "trained_channel": self.channel,
+                "from_checkpoint": self.recorded}
+
+
+def check_denoise_model(path: str) -> None:
+    """A one-line error when ``--model`` is no checkpoint file (the default denoiser is not shipped yet)."""
+    if path.lower() == BICUBIC:
+        raise UserError("--model bicubic is the upscaling baseline; with --denoise, metrics.json scores the raw frames "
+                        "and temporal means as baselines: pass -m CHECKPOINT of a denoising generator")
+    if not os.path.exists(path) and _real(path) == _real(default_denoise_model_path()):
+        raise UserError(f"no -m given and the default denoising model {DEFAULT_DENOISE_WEIGHTS} does not exist yet: "
+                        "pass -m CHECKPOINT, or train one with iSeeBetterTrain.py --denoise (see README)")
+    check_model_file(path, "pass -m PATH.pth of a generator trained with iSeeBetterTrain.py --denoise")
+
+
+def denoise_settings(args: argparse.Namespace) -> DenoiseSettings:
+    """The checkpoint's recorded warping, flows, levelling and channel (``--level/--no-level`` overrides
+    levelling)."""
+    import checkpoint
+    from denoise_data import FLOW_METHODS
+
+    _, meta = checkpoint.read_checkpoint(args.model)
+    recorded = (meta or {}).get("denoise")
+    values = recorded if isinstance(recorded, dict) else {}
+    flows = values.get("flows", "pyflow")
+    if flows not in FLOW_METHODS:
+        raise UserError(f"checkpoint {args.model} records flows {flows!r}, which this tester does not know "
+                        f"({', '.join(FLOW_METHODS)})")
+    level = bool(values.get("level", True)) if args.level is None else args.level
+    channel = values.get("channel")
+    return DenoiseSettings(warping=bool(values.get("warping", False)), flows=flows, level=level,
+                           channel=str(channel) if channel else None, recorded=bool(values))
+
+
+def load_denoiser(args: argparse.Namespace, channels: int) -> Tuple[torch.nn.Module, dict]:
+    """(model, config) of the denoising checkpoint ``--model`` for data with ``channels`` channels; an upscaling
+    checkpoint, or one for other channels, is the one-line error of ``checkpoint.build_generator``."""
+    import checkpoint
+
+    expect = {"task": "denoise", "num_channels": channels}
+    if args.nFrames is not None:
+        expect["nFrames"] = args.nFrames
+    model, config = checkpoint.build_generator(args.model, expect=expect)
+    logger.info(f"loaded {args.model}: {checkpoint.describe_generator(config)}, nFrames={config['nFrames']}, "
+                f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    return model, config
+
+
+@dataclass
+class MovieJob:
+    """One movie to denoise, as found before any work."""
+
+    path: str
+    name: str
+    shape: Tuple[int, int, int, int]  # (T, H, W, C)
+    squeeze: bool  # the output .npy is (T, H, W), like the input
+
+
+Prepared = Tuple[object, np.ndarray, object, List[int]]  # (scans.Movie, frames in [0, 1], Normalisation, blank)
+
+
+def prepare_movie(path: str, args: argparse.Namespace, settings: DenoiseSettings) -> Prepared:
+    """Read a movie (``scans.read_movie``) and normalise it (``denoise_data.preprocess``): (movie, frames (T, H, W, C)
+    in [0, 1], Normalisation, blank frame indices). An .asd file is read in ``--channel``, else in the channel the
+    checkpoint was trained on."""
+    import scans
+    from denoise_data import preprocess
+
+    if args.channel is None and settings.channel and path.lower().endswith(scans.ASD_EXTENSION):
+        try:
+            movie = scans.read_movie(path, settings.channel)
+        except scans.ScanError as exc:
+            raise UserError(f"{exc} (the checkpoint was trained on channel {settings.channel}; pass --channel to "
+                            "choose one)") from None
+    else:
+        movie = scans.read_movie(path, args.channel)
+    try:
+        data, norm, blank = preprocess(movie.frames, level=settings.level, unit=movie.unit, extra_blank=movie.blank)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return movie, data, norm, blank
+
+
+def _movie_job(path: str, name: str, prepared: Prepared, args: argparse.Namespace) -> MovieJob:
+    """The job of a prepared movie, after the checks that need its size."""
+    movie, data, _, _ = prepared
+    t, h, w, c = data.shape
+    if args.eval and min(h, w) < 11:
+        raise UserError(f"{path}: frames of {w}x{h} px are too small to evaluate (SSIM needs 11x11 px); pass --no-eval")
+    squeeze = c == 1
+    if path.lower().endswith(".npy"):
+        squeeze = np.load(path, mmap_mode="r").ndim == 3
+    return MovieJob(path, name, (t, h, w, c), squeeze)
+
+
+def _read_reference(args: argparse.Namespace, job: MovieJob):
+    """The ``--reference`` movie, which must have the input's shape."""
+    import scans
+
+    channel = args.channel if args.reference.lower().endswith(".asd") else None
+    reference = scans.read_movie(args.reference, channel)
+    if reference.frames.shape != job.shape:
+        raise UserError(f"--reference {args.reference} has shape {reference.frames.shape} but the input {job.path} "
+                        f"has {job.shape} (T, H, W, C); pass the clean version of the same movie")
+    return reference
+
+
+def _frame_list(indices: Sequence[int], shown: int = 8) -> str:
+    """'3, 7, 9' (1-based frame numbers, as the PNG names) or '3, 7, ... (12 in all)'."""
+    numbers = [str(t + 1) for t in indices]
+    if len(numbers) <= shown:
+        return ", ".join(numbers)
+    return f"{', '.join(numbers[:shown])}, ... ({len(numbers)} in all)"
+
+
+def _denoise_array(frames: np.ndarray, blank: Sequence[int], loaded: Tuple[torch.nn.Module, dict],
+                   args: argparse.Namespace, settings: DenoiseSettings, device, desc: str) -> np.ndarray:
+    """The model's output for every frame of a normalised movie, clipped to [0, 1]; blank frames are the input."""
+    from tqdm import tqdm
+
+    from inference import denoise_clip
+
+    model, config = loaded
+    skip = set(blank)
+    out = np.empty_like(frames)
+    stream = denoise_clip(model, ((frame, None) for frame in frames), config["nFrames"],
+                          future_frame=args.future_frame, edge=args.edge, tile=args.tile, overlap=args.tile_overlap,
+                          precision=args.precision, device=device, flows=settings.flows, warping=settings.warping,
+                          residual=bool(config.get("residual") or args.residual), blank=skip,
+                          flow_threads=args.threads)
+    with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True) as bar:
+        for t, _, _, result in stream:
+            out[t] = result if t in skip else np.clip(result, 0.0, 1.0)
+            bar.update(1)
+    return out
+
+
+def _to_rgb8(frame: np.ndarray) -> np.ndarray:
+    """An (H, W, C) frame on [0, 1] as RGB uint8 (grey repeated)."""
+    img = metrics.to_uint8(frame * 255.0)
+    return np.ascontiguousarray(np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img)
+
+
+def save_png16(path: str, frame: np.ndarray) -> None:
+    """Write an (H, W, C) frame on [0, 1] as a 16-bit grey or RGB PNG (0..65535), atomically."""
+    import cv2
+
+    values = np.round(np.clip(frame, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    values = values[:, :, 0] if values.shape[2] == 1 else values[:, :, ::-1]  # RGB -> OpenCV's BGR
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(values), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise UserError(f"cannot encode {path} as a 16-bit PNG")
+    atomic.write_bytes(path, buf.tobytes())
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """``numpy.save`` atomically."""
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def _movie_rate(movie) -> Fraction:
+    """Preview frame rate: the scan's frame time (.asd), a video's rate, else ``DEFAULT_MOVIE_FPS``."""
+    ms = movie.info.get("frame_time_ms")
+    if isinstance(ms, (int, float)) and np.isfinite(ms) and ms > 0:
+        return Fraction(round(1000.0 / ms, 3)).limit_denominator(1000)
+    if movie.info.get("format") == "video":
+        return video_info(movie.source)["rate"]
+    return DEFAULT_MOVIE_FPS
+
+
+def _evaluate_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, reference, loaded, args: argparse.Namespace,
+                    settings: DenoiseSettings, device) -> dict:
+    """metrics.json entries of one movie: the no-reference scores (an extra pass of the model over the even frames),
+    the fork's scores, and with ``reference`` PSNR/SSIM against it."""
+    import denoise_eval
+    from denoise_data import preprocess
+
+    _, data, norm, blank = prepared
+    scores: dict = {}
+    if len(data) >= 3:
+        sub, sub_blank = denoise_eval.subsample(data, blank)
+        model_sub = _denoise_array(sub, sub_blank, loaded, args, settings, device, f"{job.name} (eval)")
+        scores["no_reference"] = denoise_eval.no_reference_scores(data, blank, model_sub)
+        scores["ssim_to_cleanest"] = denoise_eval.ssim_to_cleanest(data, blank, model_sub)
+    else:
+        logger.warning(f"{job.name}: {len(data)} frame(s) are too few for the no-reference scores (they need 3)")
+    scores["noise_blur"] = denoise_eval.noise_blur_scores(data, out, blank)
+    if reference is not None:
+        try:
+            ref01, ref_norm, ref_blank = preprocess(reference.frames, level=settings.level, unit=reference.unit,
+                                                    extra_blank=reference.blank)
+        except UserError as exc:
+            raise UserError(f"--reference {args.reference}: {exc}") from None
+        output = ref_norm.forward(norm.inverse(out))
+        raw = ref_norm.forward(norm.inverse(data))  # the input as the network saw it: levelled, clipped
+        skip = sorted(set(blank) | set(ref_blank))
+        scores["reference"] = denoise_eval.reference_scores(output, raw, ref01, skip)
+    return scores
+
+
+def denoise_movie(job: MovieJob, prepared: Prepared, reference, loaded, args: argparse.Namespace,
+                  settings: DenoiseSettings, device) -> dict:
+    """Denoise one movie and write its outputs (see README); returns its metrics.json entry."""
+    import plots
+
+    movie, data, norm, blank = prepared
+    if blank:
+        logger.warning(f"{job.name}: blank (constant) frame(s) {_frame_list(blank)}: passed through unchanged, never "
+                       "used as neighbours")
+    out = _denoise_array(data, blank, loaded, args, settings, device, job.name)
+
+    units = norm.inverse(out)
+    for t in blank:
+        units[t] = movie.frames[t]
+    npy = os.path.join(args.output, job.name + ".npy")
+    save_npy(npy, units[..., 0] if job.squeeze else units)
+    folder = os.path.join(args.output, job.name)
+    for t in range(len(out)):
+        save_png16(os.path.join(folder, f"{t + 1:05d}.png"), out[t])
+    video = os.path.join(args.output, job.name + video_extension(args.codec))
+    rate = _movie_rate(movie)
+    write_video(video, (_to_rgb8(f) for f in out), rate, codec=args.codec, crf=args.crf, preset=args.preset,
+                log=logger.warning)
+    usable = [t for t in range(len(out)) if t not in set(blank)] or list(range(len(out)))
+    shown = sorted({usable[(len(usable) * k) // (COMPARE_FRAMES + 1)] for k in range(1, COMPARE_FRAMES + 1)})
+    rows = [[(f"raw {t + 1}", _to_rgb8(data[t])), (f"denoised {t + 1}", _to_rgb8(out[t]))] for t in shown]
+    zoom = max(1, min(4, 128 // max(1, min(data.shape[1:3]))))
+    compare = os.path.join(args.output, job.name + "_compare.png")
+    plots.panel_grid(compare, rows, crop_size=192, zoom=zoom)
+    logger.info(f"{job.name}: {len(out)} frames -> {npy} ({movie.unit or 'input units'}), {folder}/ (16-bit PNG), "
+                f"{video} ({float(rate):g} fps) and {compare}")
+
+    result = {"source": job.path, "frames": job.shape[0], "height": job.shape[1], "width": job.shape[2],
+              "channels": job.shape[3], "channel": movie.channel, "unit": movie.unit,
+              "blank_frames": [int(t) for t in blank], "normalisation": norm.to_dict()}
+    if args.eval:
+        result.update(_evaluate_movie(job, prepared, out, reference, loaded, args, settings, device))
+        _log_scores(job.name, result)
+    return result
+
+
+def _log_scores(name: str, result: dict) -> None:
+    n2n = result.get("no_reference", {}).get("n2n_psnr", {})
+    if n2n and n2n.get("raw") is not None:
+        parts = ", ".join(f"{m} {v:.2f}" for m, v in n2n.items() if v is not None)
+        logger.info(f"{name}: no-reference PSNR against held-out frames (dB): {parts}")
+    ref = result.get("reference")
+    if ref:
+        logger.info(f"{name}: against --reference: PSNR raw {ref['psnr']['raw']:.2f} dB -> model "
+                    f"{ref['psnr']['model']:.2f} dB, SSIM raw {ref['ssim']['raw']:.4f} -> model "
+                    f"{ref['ssim']['model']:.4f}")
+
+
+def denoise_summary(results: Dict[str, dict], args: argparse.Namespace, settings: DenoiseSettings,
+                    config: dict) -> dict:
+    """metrics.json content of a --denoise run: per movie, the average over movies, and the protocol."""
+    average: Dict[str, dict] = {}
+    for section, key in (("no_reference", "n2n_psnr"), ("ssim_to_cleanest", "ssim")):
+        values: Dict[str, List[float]] = {}
+        for result in results.values():
+            for method, value in result.get(section, {}).get(key, {}).items():
+                if value is not None:
+                    values.setdefault(method, []).append(value)
+        if values:
+            average[key] = {m: float(np.mean(v)) for m, v in values.items()}
+    protocol = {
+        "model": args.model, "arch": config.get("arch", "Net"), "nFrames": config["nFrames"],
+        "settings": settings.to_dict(), "edge": args.edge, "future_frame": args.future_frame,
+        "tile": args.tile, "tile_overlap": args.tile_overlap if args.tile else None, "precision": args.precision,
+        "scale": "each movie's [0, 1] scale: its 0.5 and 99.5 percentiles (after levelling) map to 0 and 1",
+        "n2n_psnr": "PSNR (peak 1) of each method's estimate of frame 2k, made from the even frames only, against "
+                    "the mean of frames 2k-1 and 2k+1, which no method saw; mean over frames (denoise_eval)",
+        "baselines": "raw: the frame; meanN: mean of N even frames centred on it; mean3_blur: mean3 then a Gaussian "
+                     "blur (sigma 1 px)",
+        "ssim_to_cleanest": "the fork's SSIM (grey, Gaussian 11x11) against the cleanest frame by streak score of "
+                            "each 10-frame block: the cleanest odd frame, estimated from the cleanest even frame",
+        "noise_blur": "means of metrics.streak_score (noise, lower = fewer streaks) and metrics.laplacian_variance "
+                      "(blur, lower = smoother) of the raw and the denoised frames",
+        "reference": "PSNR (peak 1) and SSIM of the output and of the raw input (as the network saw it: levelled "
+                     "when levelling is on, clipped to its 0.5/99.5 percentiles) against --reference, all mapped "
+                     "with the reference's own normalisation (its 0.5/99.5 percentiles to 0/1, clipped)",
+        "psnr_cap_db": metrics.PSNR_MAX_DB,
+    }
+    return {"movies": results, "average": average, "protocol": protocol}
+
+
+def denoise_movies(args: argparse.Namespace, device) -> int:
+    """``--denoise``: every movie of ``--input`` is checked before any work, then denoised and written."""
+    import checkpoint
+    import scans
+    from inference import prepare_model
+
+    check_denoise_model(args.model)
+    settings = denoise_settings(args)
+    paths = scans.find_movies(args.input)
+    if args.reference and len(paths) > 1:
+        raise UserError(f"--reference is the clean version of one movie, but --input {args.input} holds "
+                        f"{len(paths)}; pass that one movie")
+    jobs: List[MovieJob] = []
+    cached: Tuple[Optional[str], Optional[Prepared]] = (None, None)
+    for path, name in zip(paths, unique_stems(paths)):
+        prepared = prepare_movie(path, args, settings)
+        jobs.append(_movie_job(path, name, prepared, args))
+        cached = (path, prepared)
+    reference = _read_reference(args, jobs[0]) if args.reference else None
+    loaded: Dict[int, Tuple[torch.nn.Module, dict]] = {}
+    for job in jobs:
+        channels = job.shape[3]
+        if channels not in loaded:
+            model, config = load_denoiser(args, channels)
+            loaded[channels] = (prepare_model(model, device), config)
+    clips = [Clip(job.name, video=job.path, frame_count=job.shape[0]) for job in jobs]
+    extra = [p for p in (args.reference, args.input) if p]
+    check_output(clips, args, extra_inputs=extra)
+    config = next(iter(loaded.values()))[1]
+    logger.info(f"{len(jobs)} movie(s), {checkpoint.describe_generator(config)}, flows {settings.flows}, warping "
+                f"{'on' if settings.warping else 'off'}, levelling {'on' if settings.level else 'off'}"
+                f"{'' if settings.recorded else ' (defaults: the checkpoint records no denoise settings)'}, edge "
+                f"{args.edge}, device {device}, precision {args.precision}"
+                + (f", tile {args.tile}/{args.tile_overlap} (blended)" if args.tile else ""))
+    start = time.time()
+    results = {}
+    for job in jobs:
+        prepared = cached[1] if cached[0] == job.path else prepare_movie(job.path, args, settings)
+        movie_channel = prepared[0].channel
+        if settings.channel and movie_channel and settings.channel.lower() != str(movie_channel).lower():
+            logger.warning(f"{job.name}: the model was trained on channel {settings.channel}, this is {movie_channel}")
+        results[job.name] = denoise_movie(job, prepared, reference, loaded[job.shape[3]], args, settings, device)
+    summary = denoise_summary(results, args, settings, config)
+    path = os.path.join(args.output, "metrics.json")
+    atomic.write_text(path, json.dumps(summary, indent=2) + "\n")
+    logger.info(f"done in {time.time() - start:.1f} s -> {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------------ main
 
 
@@ -650,6 +1067,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     check_positive(parser, args, ("upscale_factor", "nFrames"))
     if args.tile and args.tile_overlap >= args.tile:
         parser.error(f"--tile_overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    if args.denoise:
+        check_denoise_args(parser, args)
+    else:
+        given = [f"--{name}" for name in ("channel", "reference") if getattr(args, name) is not None]
+        given += ["--level/--no-level"] if args.level is not None else []
+        given += ["--no-eval"] if not args.eval else []
+        if given:
+            parser.error(f"{', '.join(given)} only apply with --denoise")
     if args.model is None:
         args.model = default_model_path()
 
@@ -688,6 +1113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.warning("--gpus/--testBatchSize > 1 are ignored: inference runs one frame at a time on one device")
     device = resolve_device(args.device, args.gpu_mode)
     check_precision(args.precision, device)
+    if args.denoise:
+        return denoise_movies(args, device)
     model, config = load_generator(args)
     if model is not None:
         model = prepare_model(model, device)

@@ -10,6 +10,10 @@ motion; they are in pixel units, so a crop of a flow field is the flow of the cr
 ``super_resolve_clip`` streams a clip: it keeps only the frames of the current nFrames window in memory, computes
 the flows of the next frame in a background thread while the model runs on the current one, and yields one SR
 frame at a time.
+
+``denoise_clip`` does the same for denoising generators (``--denoise``) on normalised float frames (grey or colour):
+flows from ``denoise_data.compute_flows`` (or zero flows), optional warping of the neighbours onto the frame, blank
+frames passed through, and tiles cross-faded over their overlap (``blend``) instead of cut at their centres.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +23,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+import denoise_data
 import hardware
 from dataset import bicubic_upscale, compute_flows, neighbour_offsets
 from errors import UserError
@@ -94,14 +99,16 @@ def prepare_model(model: torch.nn.Module, device: torch.device, channels_last: b
 
 
 def _as_batch(img: Image, device: torch.device, channels_last: bool, flow: bool = False) -> torch.Tensor:
-    """HxWx3 uint8 / (C,H,W) tensor / (2,H,W) flow array -> (1,C,H,W) float32 on ``device``."""
+    """HxWx3 uint8 / HxWxC float in [0, 1] / (C,H,W) tensor / (2,H,W) flow array -> (1,C,H,W) float32 on ``device``."""
     if isinstance(img, np.ndarray):
         if flow:
             t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
         elif img.dtype == np.uint8 and img.ndim == 3:
             t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        elif np.issubdtype(img.dtype, np.floating) and img.ndim == 3:
+            t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)
         else:
-            raise InferenceError(f"expected an HxWx3 uint8 frame, got {img.dtype} {img.shape}")
+            raise InferenceError(f"expected an HxWx3 uint8 or HxWxC float frame, got {img.dtype} {img.shape}")
     else:
         t = img.float()
     if t.dim() == 3:
@@ -151,6 +158,51 @@ def _tiled(run: Runner, x: torch.Tensor, nbs: List[torch.Tensor], fls: List[torc
     return out
 
 
+def ramp_weights(start: int, end: int, length: int, overlap: int) -> np.ndarray:
+    """Blending weights of the tile ``[start, end)`` of an axis of ``length`` pixels (float64, one per pixel).
+
+    Near an edge that is a cut (not the frame border) the weight is 0 for the outer ``overlap // 4`` pixels (the
+    network saw the cut there), then rises as a raised cosine to 1 at ``overlap // 4`` pixels before the far end of
+    the overlap; elsewhere it is 1. Where two tiles overlap by exactly ``overlap`` pixels their weights sum to 1;
+    where they overlap by more (the last tile), every pixel still has a positive total weight.
+    """
+    dist = np.arange(end - start, dtype=np.float64)
+    weights = np.ones(end - start)
+    if overlap <= 0:
+        return weights
+    margin = overlap // 4
+    rise = overlap - 2 * margin
+
+    def ramp(d: np.ndarray) -> np.ndarray:
+        return 0.5 - 0.5 * np.cos(np.pi * np.clip((d - margin + 0.5) / rise, 0.0, 1.0))
+
+    if start > 0:
+        weights *= ramp(dist)
+    if end < length:
+        weights *= ramp(dist[::-1])
+    return weights
+
+
+def _blended(run: Runner, x: torch.Tensor, nbs: List[torch.Tensor], fls: List[torch.Tensor], tile: int,
+             overlap: int) -> torch.Tensor:
+    """Tiled inference whose overlaps are cross-faded (``ramp_weights``) and divided by the weight sum: no seams."""
+    h, w = x.shape[-2:]
+    out = total = None
+    for (y0, y1, _, _), (x0, x1, _, _) in tile_boxes(h, w, tile, overlap):
+        piece = run(x[..., y0:y1, x0:x1], [n[..., y0:y1, x0:x1] for n in nbs], [f[..., y0:y1, x0:x1] for f in fls])
+        piece = piece.float().cpu()
+        s = piece.shape[-1] // (x1 - x0)
+        if out is None:
+            out = torch.zeros(piece.shape[0], piece.shape[1], h * s, w * s, dtype=torch.float32)
+            total = torch.zeros(h * s, w * s, dtype=torch.float32)
+        wy = ramp_weights(y0 * s, y1 * s, h * s, overlap * s)
+        wx = ramp_weights(x0 * s, x1 * s, w * s, overlap * s)
+        weight = torch.from_numpy(np.outer(wy, wx).astype(np.float32))
+        out[..., y0 * s : y1 * s, x0 * s : x1 * s] += piece * weight
+        total[y0 * s : y1 * s, x0 * s : x1 * s] += weight
+    return out / total
+
+
 def _chopped(run: Runner, x: torch.Tensor, nbs: List[torch.Tensor], fls: List[torch.Tensor],
              shave: int = CHOP_SHAVE, min_size: int = CHOP_MIN_SIZE) -> torch.Tensor:
     """The original's ``chop_forward``: 4 overlapping quadrants, recursively, centre parts pasted back."""
@@ -180,11 +232,14 @@ def _chopped(run: Runner, x: torch.Tensor, nbs: List[torch.Tensor], fls: List[to
 def super_resolve(model: torch.nn.Module, lr: Image, neighbours: Sequence[Image], flows: Sequence[Image],
                   tile: int = 0, overlap: int = DEFAULT_OVERLAP, precision: str = "fp32",
                   device: Optional[Union[str, torch.device]] = None, chop: bool = False,
-                  channels_last: bool = True) -> torch.Tensor:
-    """Super-resolve one frame; returns the raw model output as float32 CPU tensor (3, s*H, s*W), not clamped.
+                  channels_last: bool = True, blend: bool = False) -> torch.Tensor:
+    """Super-resolve (or denoise) one frame; returns the raw model output as float32 CPU tensor (C, s*H, s*W), not
+    clamped (s = 1 for denoisers).
 
-    ``lr`` and ``neighbours``: HxWx3 uint8 arrays or (3,H,W) float tensors in [0, 1]; ``flows``: (2,H,W) arrays or
-    tensors in LR pixels. ``tile``: LR tile size (0 = whole frame), ``overlap``: LR pixels shared by adjacent tiles.
+    ``lr`` and ``neighbours``: HxWx3 uint8 arrays, HxWxC float arrays or (C,H,W) float tensors in [0, 1]; ``flows``:
+    (2,H,W) arrays or tensors in LR pixels. ``tile``: LR tile size (0 = whole frame), ``overlap``: LR pixels shared
+    by adjacent tiles; only each tile's centre part is kept, or with ``blend`` the overlaps are cross-faded
+    (``ramp_weights``).
     ``chop``: the original's recursive quadrant chop (used when ``tile`` is 0). ``precision``: auto, fp32, bf16 or
     fp16 (autocast; auto follows the hardware, ``hardware.resolve_precision``). ``device``: where to run (default:
     where the model's weights are). The model must be in eval mode (``prepare_model``).
@@ -209,7 +264,7 @@ def super_resolve(model: torch.nn.Module, lr: Image, neighbours: Sequence[Image]
 
     with torch.inference_mode():
         if tile > 0:
-            out = _tiled(run, x, nbs, fls, tile, overlap)
+            out = (_blended if blend else _tiled)(run, x, nbs, fls, tile, overlap)
         elif chop:
             out = _chopped(run, x, nbs, fls)
         else:
@@ -295,17 +350,60 @@ def iter_windows(items: Iterable, offsets: Sequence[int],
         t += 1
 
 
-def window_flows(centre: np.ndarray, neighbours: Sequence[np.ndarray], same: Sequence[bool],
-                 threads: int = 0) -> List[np.ndarray]:
+def window_flows(centre: np.ndarray, neighbours: Sequence[np.ndarray], same: Sequence[bool], threads: int = 0,
+                 compute: Optional[Callable] = None) -> List[np.ndarray]:
     """RBPN flows (centre -> neighbour, (2,H,W) float32) for one window: one batched, parallel pyflow call.
 
     Neighbours that are the centre frame itself (``same``, the original's clip-edge substitute) get an exact zero
-    flow without running pyflow.
+    flow without running pyflow. ``compute(centre, others, threads=...)`` computes the other flows (default
+    ``dataset.compute_flows`` for RGB uint8 frames; ``denoise_data.compute_flows`` takes normalised float frames).
     """
+    compute = compute or compute_flows
     h, w = centre.shape[:2]
     todo = [n for n, s in zip(neighbours, same) if not s]
-    computed = iter(compute_flows(centre, todo, threads=threads) if todo else [])
+    computed = iter(compute(centre, todo, threads=threads) if todo else [])
     return [np.zeros((2, h, w), np.float32) if s else next(computed) for s in same]
+
+
+def _checked(items: Iterable[Tuple[np.ndarray, object]],
+             check_frame: Callable[[int, np.ndarray], None]) -> Iterator[Tuple[np.ndarray, object]]:
+    """Pass ``(frame, payload)`` items through after ``check_frame(k, frame)``; every frame must have the size and
+    the channel count of the first one."""
+    first = None
+    for k, (frame, payload) in enumerate(items):
+        check_frame(k, frame)
+        if first is None:
+            first = frame.shape
+        elif frame.shape[:2] != first[:2]:
+            raise InferenceError(f"frame {k} is {frame.shape[1]}x{frame.shape[0]} but the clip's first frame is "
+                                 f"{first[1]}x{first[0]}; all frames of a clip must have the same size")
+        elif frame.shape[2:] != first[2:]:
+            raise InferenceError(f"frame {k} has {frame.shape[2]} channel(s) but the clip's first frame has "
+                                 f"{first[2]}; all frames of a clip must have the same channels")
+        yield frame, payload
+
+
+def _run_windows(windows: Iterable[tuple], job: Callable[[tuple], object], finish: Callable[[tuple, object], tuple],
+                 keep: Optional[Callable[[int], bool]], prefetch: bool) -> Iterator[tuple]:
+    """``finish(window, job(window))`` for each window (``iter_windows``) whose centre ``keep`` selects, in order.
+
+    With ``prefetch`` the job of the next window (its flows) runs in a background thread while the current window
+    is finished (the model runs).
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for window in windows:
+            if keep is not None and not keep(window[0]):
+                continue
+            if not prefetch:
+                yield finish(window, job(window))
+                continue
+            future = pool.submit(job, window)
+            if pending is not None:
+                yield finish(pending[0], pending[1].result())
+            pending = (window, future)
+        if pending is not None:
+            yield finish(pending[0], pending[1].result())
 
 
 def super_resolve_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray, object]], nFrames: int, *,
@@ -324,18 +422,10 @@ def super_resolve_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray,
     """
     offsets = neighbour_offsets(nFrames, future_frame)
     precision = check_precision(precision, device if device is not None else next(model.parameters()).device)
-    size = {}
 
-    def checked(stream):
-        for k, (lr, payload) in enumerate(stream):
-            if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
-                raise InferenceError(f"frame {k} is not an RGB uint8 image ({lr.dtype} {lr.shape})")
-            if "hw" not in size:
-                size["hw"] = lr.shape[:2]
-            elif lr.shape[:2] != size["hw"]:
-                raise InferenceError(f"frame {k} is {lr.shape[1]}x{lr.shape[0]} but the clip's first frame is "
-                                     f"{size['hw'][1]}x{size['hw'][0]}; all frames of a clip must have the same size")
-            yield lr, payload
+    def check_rgb(k: int, lr: np.ndarray) -> None:
+        if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
+            raise InferenceError(f"frame {k} is not an RGB uint8 image ({lr.dtype} {lr.shape})")
 
     flows_of = flow_fn or (lambda c, nbs, same: window_flows(c, nbs, same, threads=flow_threads))
 
@@ -343,27 +433,85 @@ def super_resolve_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray,
         t, (lr, _), nbs, idx = window
         return flows_of(lr, [n[0] for n in nbs], [i == t for i in idx])
 
-    windows = iter_windows(checked(items), offsets, edge)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for window in windows:
-            if keep is not None and not keep(window[0]):
-                continue
-            fut = pool.submit(job, window) if prefetch else None
-            if pending is not None:
-                yield _finish(model, pending, tile, overlap, chop, precision, device)
-            pending = (window, fut if prefetch else job(window))
-            if not prefetch:
-                yield _finish(model, pending, tile, overlap, chop, precision, device)
-                pending = None
-        if pending is not None:
-            yield _finish(model, pending, tile, overlap, chop, precision, device)
+    def finish(window, flows):
+        t, (lr, payload), nbs, _ = window
+        sr = super_resolve(model, lr, [n[0] for n in nbs], flows, tile=tile, overlap=overlap, precision=precision,
+                           device=device, chop=chop)
+        return t, payload, lr, sr
+
+    windows = iter_windows(_checked(items, check_rgb), offsets, edge)
+    yield from _run_windows(windows, job, finish, keep, prefetch)
 
 
-def _finish(model, pending, tile, overlap, chop, precision, device):
-    (t, (lr, payload), nbs, _), flows = pending
-    if hasattr(flows, "result"):
-        flows = flows.result()
-    sr = super_resolve(model, lr, [n[0] for n in nbs], flows, tile=tile, overlap=overlap, precision=precision,
-                       device=device, chop=chop)
-    return t, payload, lr, sr
+def denoise_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray, object]], nFrames: int, *,
+                 future_frame: bool = True, edge: str = "centre", tile: int = 0, overlap: int = DEFAULT_OVERLAP,
+                 precision: str = "fp32", device: Optional[torch.device] = None, flows: str = "pyflow",
+                 warping: bool = False, residual: bool = False, blank: Iterable[int] = (), flow_threads: int = 0,
+                 prefetch: bool = True, flow_fn: Optional[Callable] = None,
+                 keep: Optional[Callable[[int], bool]] = None) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
+    """Denoise a movie frame by frame with a denoising generator (its output has the input's size); memory stays
+    bounded by the nFrames window, and flows are prefetched, as in ``super_resolve_clip``.
+
+    ``items`` yields ``(frame, payload)``: float (H, W, C) frames, C = 1 or 3, normalised to [0, 1]
+    (``denoise_data.preprocess``). Yields ``(t, payload, frame, out)`` with ``out`` the (H, W, C) float32 model output,
+    not clipped (``residual``: plus the frame, for generators trained to output a correction).
+
+    - Neighbours beyond the movie ends follow ``edge`` (``neighbour_index``).
+    - ``flows``: "pyflow" (``denoise_data.compute_flows`` on the normalised whole frames, also when tiled) or "zero".
+    - ``warping``: each neighbour is backward-warped onto the frame with its flow before the network sees it
+      (``denoise_data.warp_backward``); the flows are passed on unchanged, as in training.
+    - ``blank``: indices of blank (constant) frames. A blank frame is not denoised (``out`` is the frame itself) and
+      never serves as a neighbour: the centre frame stands in for it with a zero flow (the 'centre' edge rule).
+    - ``tile > 0``: overlapping tiles, cross-faded over the overlap (``ramp_weights``), so no seams.
+
+    ``flow_fn(centre, neighbours, same)`` replaces the flows (tests); ``keep(t)`` selects the frames to produce.
+    """
+    if flows not in denoise_data.FLOW_METHODS:
+        raise InferenceError(f"unknown flow method {flows!r}; use one of {', '.join(denoise_data.FLOW_METHODS)}")
+    offsets = neighbour_offsets(nFrames, future_frame)
+    precision = check_precision(precision, device if device is not None else next(model.parameters()).device)
+    blank = {int(t) for t in blank}
+
+    def check_float(k: int, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[2] not in (1, 3) or not np.issubdtype(frame.dtype, np.floating):
+            raise InferenceError(f"frame {k} is not a float (H, W, C) frame with C = 1 or 3 ({frame.dtype} "
+                                 f"{frame.shape})")
+
+    def compute(centre: np.ndarray, others: List[np.ndarray], threads: int = 0) -> List[np.ndarray]:
+        if flows == "zero":
+            return [np.zeros((2,) + centre.shape[:2], np.float32) for _ in others]
+        return denoise_data.compute_flows(centre, others, threads=threads)
+
+    flows_of = flow_fn or (lambda c, nbs, same: window_flows(c, nbs, same, threads=flow_threads, compute=compute))
+
+    def without_blank(window):
+        t, item, nbs, idx = window
+        pairs = [(item, t) if i in blank else (n, i) for n, i in zip(nbs, idx)]
+        return t, item, [n for n, _ in pairs], [i for _, i in pairs]
+
+    def job(window):
+        t, (frame, _), nbs, idx = window
+        if t in blank:
+            return None
+        neighbours = [n[0] for n in nbs]
+        window_flow = flows_of(frame, neighbours, [i == t for i in idx])
+        if warping:
+            neighbours = [denoise_data.warp_backward(n, f) for n, f in zip(neighbours, window_flow)]
+        return neighbours, window_flow
+
+    def finish(window, prepared):
+        t, (frame, payload), _, _ = window
+        if prepared is None:
+            return t, payload, frame, np.array(frame, dtype=np.float32)
+        neighbours, window_flow = prepared
+        out = super_resolve(model, frame, neighbours, window_flow, tile=tile, overlap=overlap, precision=precision,
+                            device=device, blend=True).permute(1, 2, 0).numpy()
+        if out.shape != frame.shape:
+            raise InferenceError(f"the model turned a {frame.shape} frame into {out.shape}; denoising needs a "
+                                 "generator whose output has the input's size and channels")
+        if residual:
+            out = out + frame
+        return t, payload, frame, out.astype(np.float32)
+
+    windows = (without_blank(w) for w in iter_windows(_checked(items, check_float), offsets, edge))
+    yield from _run_windows(windows, job, finish, keep, prefetch)

@@ -1,4 +1,5 @@
-"""Evaluation figures: a per-frame PSNR plot and a side-by-side comparison crop (bicubic | SR | ground truth).
+"""Evaluation figures: a per-frame PSNR plot and side-by-side comparison crops (bicubic | SR | ground truth, or a
+grid of raw | denoised frames).
 
 Both are written atomically (temporary file + ``os.replace``). matplotlib runs with the Agg backend (no display).
 """
@@ -61,18 +62,40 @@ def side_by_side(path: str, panels: Sequence[Tuple[str, np.ndarray]], crop_size:
 
     The crop is taken where the last panel (the ground truth) has the most detail unless ``box`` is given.
     """
-    shapes = {p[1].shape for p in panels}
+    return panel_grid(path, [panels], crop_size, box, gap)
+
+
+Box = Tuple[int, int, int, int]
+
+
+def panel_grid(path: str, rows: Sequence[Sequence[Tuple[str, np.ndarray]]], crop_size: int = 192,
+               box: Optional[Box] = None, gap: int = 4, zoom: int = 1) -> Box:
+    """Save the same crop of every (label, RGB uint8 image) as a grid: one line of panels per row, each with its
+    label on top; returns the crop box.
+
+    All images must have one size. The crop is taken where the last panel of the middle row has the most detail
+    unless ``box`` is given. ``zoom`` enlarges the crops by pixel repetition (small frames).
+    """
+    shapes = {p[1].shape for row in rows for p in row}
     if len(shapes) != 1:
-        raise ValueError(f"side_by_side needs images of one size, got {sorted(shapes)}")
+        raise ValueError(f"panel_grid needs images of one size, got {sorted(shapes)}")
     if box is None:
-        box = pick_crop(panels[-1][1], crop_size)
+        box = pick_crop(rows[len(rows) // 2][-1][1], crop_size)
     y0, y1, x0, x1 = box
     header = 22
-    ch, cw = y1 - y0, x1 - x0
-    canvas = np.full((ch + header, len(panels) * cw + (len(panels) - 1) * gap, 3), 255, np.uint8)
-    for k, (label, img) in enumerate(panels):
-        left = k * (cw + gap)
-        canvas[header:, left : left + cw] = img[y0:y1, x0:x1]
-        cv2.putText(canvas, label, (left + 4, header - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    ch, cw = (y1 - y0) * zoom, (x1 - x0) * zoom
+    columns = max(len(row) for row in rows)
+    canvas = np.full((len(rows) * (ch + header) + (len(rows) - 1) * gap, columns * cw + (columns - 1) * gap, 3), 255,
+                     np.uint8)
+    for r, row in enumerate(rows):
+        top = r * (ch + header + gap)
+        for k, (label, img) in enumerate(row):
+            left = k * (cw + gap)
+            crop = img[y0:y1, x0:x1]
+            if zoom > 1:
+                crop = np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1)
+            canvas[top + header : top + header + ch, left : left + cw] = crop
+            cv2.putText(canvas, label, (left + 4, top + header - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                        cv2.LINE_AA)
     save_rgb(path, canvas)
     return box
