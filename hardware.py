@@ -53,14 +53,24 @@ def _torch_cpu_features() -> Dict[str, Optional[bool]]:
     """avx512 / avx512_bf16 / amx (tile) / amx_fp16 as torch's cpuinfo sees them (None where this torch cannot tell)."""
     import torch
 
+    probes = {  # torch.cpu's names (2.3+), then torch._C._cpu's older ones
+        "avx512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
+        "avx512_bf16": ("_is_avx512_bf16_supported", "_is_cpu_support_avx512bf16"),
+        "amx": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile"),
+        "amx_fp16": ("_is_amx_fp16_supported",),
+    }
     found: Dict[str, Optional[bool]] = {}
-    for key, name in (("avx512", "_is_avx512_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"),
-                      ("amx", "_is_amx_tile_supported"), ("amx_fp16", "_is_amx_fp16_supported")):
-        probe = getattr(torch.cpu, name, None) or getattr(getattr(torch._C, "_cpu", None), name, None)
-        try:
-            found[key] = bool(probe()) if probe is not None else None
-        except Exception:  # noqa: BLE001  (a probe that fails is a probe that cannot tell)
-            found[key] = None
+    for key, names in probes.items():
+        found[key] = None
+        for module in (torch.cpu, getattr(torch._C, "_cpu", None)):
+            probe = next((getattr(module, n) for n in names if hasattr(module, n)), None)
+            if probe is None:
+                continue
+            try:
+                found[key] = bool(probe())
+            except Exception:  # noqa: BLE001  (a probe that fails is a probe that cannot tell)
+                continue
+            break
     return found
 
 
@@ -128,7 +138,10 @@ def _cuda_bf16(index: Optional[int]) -> Tuple[bool, str]:
     """(native bf16 on this GPU, its name and compute capability for messages)."""
     import torch
 
-    native = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    try:
+        native = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3: no emulation flag, and no emulation counted
+        native = bool(torch.cuda.is_bf16_supported())
     try:
         major, minor = torch.cuda.get_device_capability(index)
         name = f"{torch.cuda.get_device_name(index)} (compute capability {major}.{minor})"

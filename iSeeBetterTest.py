@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video file, frame folder, or folder of clip folders/videos (overrides --data_dir/--file_list)")
     p.add_argument("--tile", type=int, default=0, help="LR tile size for bounded-memory inference (0 = whole frame)")
     p.add_argument("--tile_overlap", type=int, default=DEFAULT_OVERLAP, help="LR pixels shared by adjacent tiles")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32, bf16 (CPU or CUDA) or fp16 (CUDA) autocast")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (bf16 where the CPU/GPU has native bf16, else fp16 on CUDA, fp32 on CPU), fp32, "
+                        "bf16 (CPU or CUDA) or fp16 (CUDA) autocast")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.add_argument("--degradation", choices=DEGRADATIONS, default="matlab",
                    help="HR -> LR bicubic for evaluation: matlab (imresize, the published protocol) or pil (training)")
@@ -1112,7 +1113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.gpus > 1 or args.testBatchSize > 1:
         logger.warning("--gpus/--testBatchSize > 1 are ignored: inference runs one frame at a time on one device")
     device = resolve_device(args.device, args.gpu_mode)
-    check_precision(args.precision, device)
+    args.precision = check_precision(args.precision, device)
     if args.denoise:
         return denoise_movies(args, device)
     model, config = load_generator(args)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 import atomic
 import logger
 from errors import UserError, describe_os_error, run_cli
-from options import add_bool
+from options import PRECISIONS, add_bool
 
 if TYPE_CHECKING:  # torch and the modules that import it load after parse_args, so that -h and option errors are fast
     import numpy as np
@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="divide G's lr after epochs where (epoch+1) %% lr_step == 0 (0: nEpochs/2, as the original)")
     g.add_argument("--lr_gamma", type=float, default=0.1, help="lr decay factor")
     g.add_argument("--lr_decay_d", action="store_true", help="decay D's lr too (the original never does)")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast precision; auto: bf16 where the CPU/GPU has native bf16, else fp32")
     g.add_argument("--grad_checkpoint", action="store_true", help="activation checkpointing in G (less memory)")
     add_bool(g, "channels_last", True, "NHWC memory format for G, D and the batches (faster convolutions)")
     g.add_argument("--log_dir", default=None, help="logs, metrics and curves (default: --save_folder)")
@@ -906,6 +907,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import training
 
     dist = training.setup_distributed(args.gpu_mode, args.dist_backend)
+    args.precision = training.resolve_precision(args.precision, dist.device)
     if args.precision == "fp16" and dist.device.type == "cpu":
         logger.warning("fp16 autocast on CPU runs without a GradScaler; bf16 is the safer CPU choice")
     try:

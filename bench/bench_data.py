@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import dataset  # noqa: E402
+import hardware  # noqa: E402
 from dataset import DatasetFromFolder, degrade, modcrop  # noqa: E402
 from flow_cache import crop_and_augment  # noqa: E402
 from video_io import list_frames, load_rgb  # noqa: E402
@@ -68,6 +69,7 @@ def main() -> None:
     p.add_argument("--flow_threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(1)
+    print(hardware.describe_cpu())
     ref = 6 * reference_patch_seconds()
     print(f"reference flow cost per sample: 6 x {ref / 6:.4f} s = {ref:.3f} s  ({1 / ref:.2f} samples/s)")
 
@@ -101,7 +103,7 @@ def main() -> None:
                     errs16.append(epe(c[:, y : y + 64, x : x + 64], b))
         errs = np.concatenate([e.ravel() for e in errs])
         errs16 = np.concatenate([e.ravel() for e in errs16])
-    print(f"{'configuration':44s} {'samples/s':>10s} {'x reference':>12s}")
+    print(f"\n{hardware.describe_cpu()}\n{'configuration':44s} {'samples/s':>10s} {'x reference':>12s}")
     for name, sps in rows:
         print(f"{name:44s} {sps:10.2f} {sps * ref:12.2f}")
     print(f"flow cache fill: {fill:.3f} s per sequence (6 whole-frame flows of {lr.shape[1]}x{lr.shape[0]} LR)")
@@ -125,6 +127,7 @@ def main() -> None:
         mse = ((a - b) ** 2).mean()
         psnrs.append(10 * np.log10(255 ** 2 / mse) if mse > 0 else float("inf"))
         means.append(np.abs(a - b).mean())
+    print(hardware.describe_cpu())
     print(f"PIL vs MATLAB x4 LR on {len(frames)} real frames: PSNR mean {np.mean(psnrs):.2f} dB "
           f"(min {np.min(psnrs):.2f}, max {np.max(psnrs):.2f}), mean |diff| {np.mean(means):.2f} grey levels")
 

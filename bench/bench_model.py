@@ -108,6 +108,10 @@ def main(argv=None) -> int:
 
     import torch
 
+    import hardware
+
+    torch.set_num_threads(args.threads)  # as in the workers, so that the CPU line shows their thread count
+    print(hardware.describe_cpu())
     print(f"RBPN x{args.scale} nFrames 7, LR {args.size}x{args.size}, batch 1, {args.threads} threads, "
           f"{args.warmup} warm-up + {args.repeats} timed run(s) per mode, "
           f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")

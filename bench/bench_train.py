@@ -7,6 +7,7 @@ printed as ratios against fp32 measured in the same run.
 
     .venv/bin/python bench/bench_train.py                       # fp32, bf16, bf16+ckpt on CPU
     .venv/bin/python bench/bench_train.py --modes fp32,fp32+ckpt --steps 2 --device cuda
+    .venv/bin/python bench/bench_train.py --modes fp32,bf16,auto      # auto: what --precision auto picks here
 """
 
 import argparse
@@ -24,7 +25,7 @@ if ROOT not in sys.path:
 from options import add_bool  # noqa: E402
 
 MODES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+ckpt": ("bf16", True),
-         "fp32+ckpt": ("fp32", True), "fp16": ("fp16", False)}
+         "fp32+ckpt": ("fp32", True), "fp16": ("fp16", False), "auto": ("auto", False)}
 
 
 def run_mode(mode: str, steps: int, warmup: int, patch: int, device_name: str, threads: int,
@@ -64,7 +65,8 @@ def run_mode(mode: str, steps: int, warmup: int, patch: int, device_name: str, t
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - start) / steps
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    out = {"mode": mode, "s_per_step": seconds, "peak_rss_gib": peak_rss,
+    out = {"mode": mode if precision != "auto" else f"auto ({trainer.precision})", "s_per_step": seconds,
+           "peak_rss_gib": peak_rss,
            "g_loss": float(losses["g_loss"]), "d_loss": float(losses["d_loss"])}
     if device.type == "cuda":
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -102,7 +104,13 @@ def main() -> int:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     base = results[0]
-    print(f"\nfull x4 RBPN + SRGAN D + VGG loss, batch 1, {args.patch}x{args.patch} LR, device {args.device}, "
+    import torch
+
+    import hardware
+
+    torch.set_num_threads(args.threads)  # as in the children, for the CPU line
+    print(f"\n{hardware.describe_cpu()}")
+    print(f"full x4 RBPN + SRGAN D + VGG loss, batch 1, {args.patch}x{args.patch} LR, device {args.device}, "
           f"channels_last {args.channels_last}, "
           f"{args.steps} timed step(s) after {args.warmup} warm-up; ratios vs {base['mode']}")
     mem_key = "peak_cuda_gib" if args.device.startswith("cuda") else "peak_rss_gib"

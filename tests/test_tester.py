@@ -93,7 +93,7 @@ def test_upscale_video_file(small_video, tiny_ckpt, tmp_path, capsys):
 
 def test_upscale_frame_folder_keeps_names(small_folder, tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
-    code, err = _cli(["-u", "-i", str(small_folder), "-o", str(out), "-m", tiny_ckpt], capsys)
+    code, err = _cli(["-u", "-i", str(small_folder), "-o", str(out), "-m", tiny_ckpt, "--precision", "fp32"], capsys)
     assert code == 0, err
     names = sorted(os.listdir(out / "frames"))
     assert names == [f"{i:03d}.png" for i in range(1, 6)]
@@ -101,7 +101,8 @@ def test_upscale_frame_folder_keeps_names(small_folder, tiny_ckpt, tmp_path, cap
     assert not (out / "frames.mp4").exists()
     # Tiled run of the same input: within one 8-bit level of the whole-frame run.
     tiled = tmp_path / "tiled"
-    code, err = _cli(["-u", "-i", str(small_folder), "-o", str(tiled), "-m", tiny_ckpt, "--tile", "32",
+    code, err = _cli(["-u", "-i", str(small_folder), "-o", str(tiled), "-m", tiny_ckpt, "--precision", "fp32",
+                      "--tile", "32",
                       "--tile_overlap", "16"], capsys)
     assert code == 0, err
     for name in names:

@@ -325,7 +325,8 @@ def test_tiled_cli_output_matches_the_whole_frame_output(tmp_path, grey_ckpt, ca
     clean = 2.0 * _scene(4, 56, 72, 1.0)
     np.save(tmp_path / "big.npy", (clean + rng.normal(0, 0.15, clean.shape)).astype(np.float32))
     results = []
-    for name, extra in (("whole", []), ("tiled", ["--tile", "40", "--tile_overlap", "24"])):
+    for name, extra in (("whole", ["--precision", "fp32"]),
+                        ("tiled", ["--precision", "fp32", "--tile", "40", "--tile_overlap", "24"])):
         _denoise(tmp_path / "big.npy", tmp_path / name, grey_ckpt, capsys, "--no-eval", *extra)
         norm = json.loads((tmp_path / name / "metrics.json").read_text())["movies"]["big"]["normalisation"]
         results.append(np.load(tmp_path / name / "big.npy") / (norm["hi"] - norm["lo"]))  # on the [0, 1] scale

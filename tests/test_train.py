@@ -78,7 +78,7 @@ def test_defaults_match_the_original():
     assert (a.data_dir, a.file_list, a.pretrained_sr) == ("./vimeo_septuplet/sequences", "sep_trainlist.txt",
                                                           "RBPN_4x.pth")
     assert a.gpu_mode and a.future_frame and a.data_augmentation and not a.other_dataset and not a.residual
-    assert a.loss == "gan" and a.precision == "fp32" and a.resume is None
+    assert a.loss == "gan" and a.precision == "auto" and a.resume is None
 
 
 @pytest.mark.parametrize("argv, expected", [
