@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patch_size", type=int, default=64, help="LR patch size, 0 = whole frames")
     add_bool(g, "data_augmentation", True, "random flips / rotation")
     g.add_argument("--model_type", default="RBPN", choices=("RBPN",), help="generator architecture")
-    add_bool(g, "residual", False, "add the bicubic-upscaled input (--degradation's bicubic) to G's output")
+    add_bool(g, "residual", False, "add the bicubic-upscaled input (--degradation's bicubic) to G's output; with "
+             "--denoise, the input frame itself")
     g.add_argument("--pretrained_sr", default="RBPN_4x.pth",
                    help="generator weights for --pretrained (a path, or a name inside --save_folder)")
     g.add_argument("--pretrained", action="store_true", help="start G from --pretrained_sr")
@@ -176,8 +177,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def check_mode(args: argparse.Namespace) -> None:
     """Resolve ``--upscale_factor`` (4 for super-resolution, 1 with ``--denoise``) and refuse options of the other
-    mode: 1 without ``--denoise``, a changed ``--denoise`` option without it, ``--residual`` and
-    ``--eval_file_list`` with it."""
+    mode: 1 without ``--denoise``, a changed ``--denoise`` option without it, and ``--eval_file_list`` with it.
+    With ``--denoise``, ``--residual`` adds the input frame itself to G's output (G learns the correction)."""
     if args.upscale_factor is None:
         args.upscale_factor = 1 if args.denoise else 4
     if not args.denoise:
@@ -189,9 +190,6 @@ def check_mode(args: argparse.Namespace) -> None:
             if given:
                 raise UserError(f"{flag} only applies with --denoise; add --denoise or leave {flag} out")
         return
-    if args.residual:
-        raise UserError("--residual adds a bicubic upscale for super-resolution and is not available with --denoise; "
-                        "leave it out")
     if args.eval_file_list:
         raise UserError("--eval_file_list lists super-resolution frames; with --denoise, --eval_dir is a movie or a "
                         "folder of movies and needs no list")
@@ -231,7 +229,12 @@ def denoise_record(args: argparse.Namespace) -> Dict[str, Any]:
 
 def generator_extra(args: argparse.Namespace) -> Dict[str, Any]:
     """Entries every generator checkpoint and training state of this run records besides its config."""
-    return {"denoise": denoise_record(args)} if args.denoise else {}
+    if not args.denoise:
+        return {}
+    extra: Dict[str, Any] = {"denoise": denoise_record(args)}
+    if args.residual:
+        extra["residual"] = residual_upscale(args)  # the tester adds the input frame to G's output
+    return extra
 
 
 def adopt_denoise_record(args: argparse.Namespace, state: Dict) -> List[str]:
@@ -847,8 +850,8 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                 if "val_psnr" in record and record["val_psnr"] > best.get("val_psnr", float("-inf")):
                     best = {"epoch": epoch, "val_psnr": record["val_psnr"], "val_ssim": record.get("val_ssim")}
                     checkpoint.save_generator(training.best_path(args.save_folder, scale), training.unwrap(netG),
-                                              config, extra=dict(best, residual=residual_upscale(args),
-                                                                 **generator_extra(args)))
+                                              config, extra=dict(best, **dict(generator_extra(args),
+                                                                        residual=residual_upscale(args))))
                 run_log.log_epoch(record)
                 logger.info(epoch_line(record, last_saved if save_due else None, label))
             training.barrier(dist)

@@ -102,7 +102,6 @@ def test_choices_match_the_data_module():
     (["--warping"], "--warping only applies with --denoise"),
     (["--no-level"], "--no-level only applies with --denoise"),
     (["--channel", "topography"], "--channel only applies with --denoise"),
-    (["--denoise", "--residual"], "--residual .* not available with --denoise"),
     (["--denoise", "--eval_dir", "x", "--eval_file_list", "l.txt"], "--eval_file_list"),
     (["--denoise", "--nFrames", "1"], "no single-frame form; use --nFrames 2 or more"),
 ])
@@ -136,6 +135,17 @@ def test_denoise_training_learns_and_records_its_preprocessing(tmp_path, grey_mo
     assert state["config"]["arch"] == "Net" and state["denoise"] == meta["denoise"]
     (movie,) = state["denoise_movies"]
     assert movie["frames"] == 12 and movie["normalisation"]["levelled"] is True
+
+
+def test_residual_denoiser_learns_a_correction_of_the_input(tmp_path, grey_movie):
+    """--denoise --residual: G's output is added to the input frame, recorded so the tester does the same."""
+    out = tmp_path / "run"
+    assert run(["--data_dir", grey_movie, "--save_folder", out, "--residual", "--eval_dir", grey_movie,
+                "--eval_max_frames", "2"] + ONE_STEP) == 0
+    meta = meta_of(out / "netG_epoch_1_1.pth")
+    assert meta["config"]["task"] == "denoise"
+    net, config = checkpoint.build_generator(str(out / "netG_epoch_1_1.pth"), expect={"task": "denoise"})
+    assert config.get("residual")
 
 
 def test_pyflow_run_validates_against_a_no_reference_proxy(tmp_path, grey_movie):
