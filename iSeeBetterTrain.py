@@ -213,6 +213,17 @@ def residual_upscale(args: argparse.Namespace) -> Optional[str]:
     return args.degradation if args.residual else None
 
 
+def start_as_identity(netG: nn.Module) -> None:
+    """Zero the reconstruction conv of a ``--denoise --residual`` generator, so that training starts from the
+    identity (output = input + 0) instead of RBPN's random output, which is around 100x the [0, 1] data range."""
+    import torch
+
+    with torch.no_grad():
+        netG.output.conv.weight.zero_()
+        if netG.output.conv.bias is not None:
+            netG.output.conv.bias.zero_()
+
+
 def model_config(args: argparse.Namespace, num_channels: int = 3) -> Dict:
     """The generator's config (``rbpn.from_config``): ``Net``, or ``Net2`` for ``--denoise`` with a factor > 1."""
     arch = "Net2" if args.denoise and args.upscale_factor > 1 else "Net"
@@ -757,6 +768,8 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         # Models (weights initialised from the seed, so every rank builds the same ones).
         training.seed_everything(args.seed)
         netG = rbpn.from_config(config)
+        if args.denoise and args.residual and not args.pretrained and not state:
+            start_as_identity(netG)
         if args.grad_checkpoint:
             netG.set_grad_checkpointing(True)
         if args.pretrained and not state:

@@ -361,3 +361,16 @@ def test_grey_validation_measures_the_plane_on_the_float_scale():
     assert scores["val_ssim"] == pytest.approx(metrics.ssim(a, b))
     same = (inp, inp, [inp], [torch.zeros(1, 2, 16, 16)], inp)
     assert training.validate(Identity(), [same], torch.device("cpu"), 1, denoise=True)["val_psnr"] == 100.0
+
+
+def test_residual_denoiser_starts_as_the_identity():
+    """--denoise --residual zeroes the reconstruction conv: G adds nothing at first, so output = input."""
+    import rbpn
+
+    torch.manual_seed(0)
+    net = rbpn.Net(num_channels=1, base_filter=8, feat=8, num_stages=3, n_resblock=1, nFrames=3, scale_factor=1)
+    x = torch.rand(1, 1, 16, 16)
+    nbs, flows = [x, x], [torch.zeros(1, 2, 16, 16)] * 2
+    assert net(x, nbs, flows).abs().max() > 0.1  # RBPN's random init outputs far from zero
+    iSeeBetterTrain.start_as_identity(net)
+    assert torch.equal(net(x, nbs, flows), torch.zeros_like(x))
