@@ -44,6 +44,7 @@ from options import (
     DEFAULT_WEIGHTS,
     DEGRADATIONS,
     EDGE_MODES,
+    FLOW_BACKENDS,
     PRECISIONS,
     PROJECT_ROOT,
     add_bool,
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (bf16 where the CPU/GPU has native bf16, else fp16 on CUDA, fp32 on CPU), fp32, "
                         "bf16 (CPU or CUDA) or fp16 (CUDA) autocast")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--flow_backend", choices=FLOW_BACKENDS, default="auto",
+                   help="optical flow: cpp (exact C++ pyflow on the CPU), torch (batched pyflow.torch_flow, for "
+                        "GPUs) or auto (torch when the model runs on CUDA, else cpp); super-resolution only")
+    p.add_argument("--flow_device", default=None, help="device of the torch flow (default: the model's)")
     p.add_argument("--degradation", choices=DEGRADATIONS, default="matlab",
                    help="HR -> LR bicubic for evaluation: matlab (imresize, the published protocol) or pil (training)")
     p.add_argument("--metric", choices=("y", "rgb"), default="y",
@@ -474,6 +479,18 @@ def finished_frames(folder: str, clip: Clip, expected_hw: Tuple[int, int]) -> Se
     return done
 
 
+def flow_function(args: argparse.Namespace, device) -> Optional[Callable]:
+    """``flow_fn`` for ``super_resolve_clip``: None (the exact C++ pyflow) or the batched torch flow on
+    ``--flow_device``, by ``--flow_backend`` (auto: torch when the model runs on CUDA)."""
+    from inference import resolve_flow_backend, torch_flow_compute, window_flows
+
+    backend, flow_device = resolve_flow_backend(args.flow_backend, args.flow_device, device)
+    if backend == "cpp":
+        return None
+    compute = torch_flow_compute(flow_device)
+    return lambda centre, neighbours, same: window_flows(centre, neighbours, same, compute=compute)
+
+
 def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, config: dict, args, device,
                keep: Callable[[int], bool]) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
     """(t, payload, lr, SR as float HxWx3 on 0..255, unclamped) for every frame t with ``keep(t)``."""
@@ -488,7 +505,8 @@ def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, co
         return
     stream = super_resolve_clip(model, items, config["nFrames"], future_frame=args.future_frame, edge=args.edge,
                                 tile=args.tile, overlap=args.tile_overlap, chop=args.chop_forward,
-                                precision=args.precision, device=device, flow_threads=args.threads, keep=keep)
+                                precision=args.precision, device=device, flow_threads=args.threads, keep=keep,
+                                flow_fn=flow_function(args, device))
     for t, payload, lr, sr in stream:
         yield t, payload, lr, sr_image(sr, lr, scale, args.residual)
 

@@ -27,7 +27,7 @@ import denoise_data
 import hardware
 from dataset import bicubic_upscale, compute_flows, neighbour_offsets
 from errors import UserError
-from options import DEFAULT_OVERLAP, EDGE_MODES, PRECISIONS  # noqa: F401  (re-exported)
+from options import DEFAULT_OVERLAP, EDGE_MODES, FLOW_BACKENDS, PRECISIONS  # noqa: F401  (re-exported)
 
 CHOP_SHAVE = 8
 CHOP_MIN_SIZE = 2000
@@ -363,6 +363,33 @@ def window_flows(centre: np.ndarray, neighbours: Sequence[np.ndarray], same: Seq
     todo = [n for n, s in zip(neighbours, same) if not s]
     computed = iter(compute(centre, todo, threads=threads) if todo else [])
     return [np.zeros((2, h, w), np.float32) if s else next(computed) for s in same]
+
+
+def resolve_flow_backend(backend: str, flow_device: Optional[str], model_device: torch.device
+                         ) -> Tuple[str, torch.device]:
+    """(``cpp`` or ``torch``, device for the torch flow): ``auto`` means torch when the model runs on CUDA (the C++
+    flow would be the bottleneck there), else the exact C++ pyflow; the flow device defaults to the model's."""
+    if backend not in ("auto", "cpp", "torch"):
+        raise InferenceError(f"unknown flow backend {backend!r}; use auto, cpp or torch")
+    device = resolve_device(flow_device) if flow_device else model_device
+    if backend == "auto":
+        backend = "torch" if model_device.type == "cuda" else "cpp"
+    return backend, device
+
+
+def torch_flow_compute(device: torch.device) -> Callable:
+    """A ``compute(centre, others, threads=0)`` for ``window_flows`` that solves all the window's pairs in one batch
+    with ``pyflow.torch_flow`` on ``device`` (RGB uint8 frames, the original's RBPN parameters)."""
+    import pyflow
+    from pyflow import torch_flow
+
+    def compute(centre: np.ndarray, others: Sequence[np.ndarray], threads: int = 0) -> List[np.ndarray]:
+        c = torch.from_numpy(np.ascontiguousarray(centre)).permute(2, 0, 1)[None].to(device)
+        o = torch.from_numpy(np.stack([np.ascontiguousarray(f) for f in others])).permute(0, 3, 1, 2).to(device)
+        flow = torch_flow.flow_batch(c, o, **pyflow.RBPN_PARAMS)
+        return [np.ascontiguousarray(f, dtype=np.float32) for f in flow.float().cpu().numpy()]
+
+    return compute
 
 
 def _checked(items: Iterable[Tuple[np.ndarray, object]],

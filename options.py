@@ -10,6 +10,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EDGE_MODES = ("centre", "reflect", "clamp")
 DEGRADATIONS = ("pil", "matlab")
 DEFAULT_OVERLAP = 16
+FLOW_BACKENDS = ("auto", "cpp", "torch")  # auto: torch when the model runs on CUDA, else the exact C++ pyflow
 
 TRUE_WORDS = ("1", "true", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "no", "n", "off")

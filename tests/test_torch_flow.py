@@ -265,3 +265,47 @@ def test_small_and_narrow_images_do_not_crash(shape):
     u, v, im2w = torch_flow.coarse2fine_flow(a, b, **pyflow.RBPN_PARAMS)
     assert u.shape == shape[:2] and im2w.shape == shape
     assert np.isfinite(u).all() and np.isfinite(v).all() and np.isfinite(im2w).all()
+
+
+def test_tester_torch_flow_backend_matches_the_cpp_one(tmp_path, capsys):
+    """iSeeBetterTest.py --flow_backend torch: the same SR frames as the exact C++ flow, to within a few levels."""
+    import logging
+    import sys
+
+    from conftest import TINY_NET, moving_frames
+
+    import checkpoint
+    import iSeeBetterTest as tester
+    import rbpn
+    import video_io
+    from errors import run_cli
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pth"
+    checkpoint.save_generator(str(ckpt), rbpn.Net(**TINY_NET))
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i, f in enumerate(moving_frames(4, 32, 40), start=1):
+        video_io.save_rgb(str(frames / f"{i:03d}.png"), f)
+    outs = {}
+    for backend in ("cpp", "torch"):
+        for handler in logging.getLogger("root").handlers:
+            if getattr(handler, "_iseebetter_console", False):
+                handler.stream = sys.stderr
+        with pytest.raises(SystemExit) as exc:
+            run_cli(tester.main, ["-u", "-i", str(frames), "-o", str(tmp_path / backend), "-m", str(ckpt),
+                                  "--precision", "fp32", "--flow_backend", backend])
+        assert exc.value.code == 0, capsys.readouterr().err
+        outs[backend] = [video_io.load_rgb(str(tmp_path / backend / "clip" / f"{i:03d}.png")).astype(int)
+                         for i in range(1, 5)]
+    for a, b in zip(outs["cpp"], outs["torch"]):
+        diff = np.abs(a - b)  # a random tiny net amplifies the few pixels where the flows differ most
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 3
+
+
+def test_flow_backend_auto_follows_the_model_device():
+    from inference import resolve_flow_backend
+
+    assert resolve_flow_backend("auto", None, torch.device("cpu")) == ("cpp", torch.device("cpu"))
+    assert resolve_flow_backend("auto", None, torch.device("cuda")) == ("torch", torch.device("cuda"))
+    assert resolve_flow_backend("torch", "cpu", torch.device("cpu")) == ("torch", torch.device("cpu"))
