@@ -198,6 +198,7 @@ class _SequenceDataset(torch.utils.data.Dataset):
         self.flow_cache = FlowCache(flow_cache) if flow_cache else None
         self.flow_threads = flow_threads
         self.upscale_only = upscale_only
+        self.skip_flows = False  # True: zero flows here, the training step computes them (--flow_backend torch)
         self.offsets = neighbour_offsets(n_frames, future_frame)
         self._warned = set()
         self._rng = random.Random()
@@ -286,7 +287,9 @@ class _SequenceDataset(torch.utils.data.Dataset):
             lr = apply_augment(lr, aug)
             lr_nbs = [apply_augment(nb, aug) for nb in lr_nbs]
             target = apply_augment(target, aug)
-        if self.flow_cache is not None:
+        if self.skip_flows:
+            flows = [np.zeros((2,) + lr.shape[:2], np.float32) for _ in lr_nbs]
+        elif self.flow_cache is not None:
             cached = self.full_frame_flows(index, full_lr, full_nbs, paths)
             flows = crop_and_augment(cached, y, x, lr.shape[0], lr.shape[1], aug)
         else:

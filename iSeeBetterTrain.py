@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 import atomic
 import logger
 from errors import UserError, describe_os_error, run_cli
-from options import PRECISIONS, add_bool
+from options import FLOW_BACKENDS, PRECISIONS, add_bool
 
 if TYPE_CHECKING:  # torch and the modules that import it load after parse_args, so that -h and option errors are fast
     import numpy as np
@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--degradation", choices=("pil", "matlab"), default="pil", help="HR -> LR downscaling")
     g.add_argument("--flow_cache", default=None, help="folder caching optical flows between runs")
     g.add_argument("--flow_threads", type=int, default=0, help="threads for optical flow per sample (0: auto)")
+    g.add_argument("--flow_backend", choices=FLOW_BACKENDS, default="auto",
+                   help="training flows: cpp (exact C++ pyflow in the DataLoader, --flow_cache applies), torch "
+                        "(pyflow.torch_flow on --flow_device for the whole augmented batch inside the step) or auto "
+                        "(torch when training on CUDA); super-resolution only")
+    g.add_argument("--flow_device", default=None, help="device of the torch flow (default: the training device)")
 
     g = p.add_argument_group("denoising consecutive SPM/AFM scans (--denoise)")
     g.add_argument("--denoise", action="store_true",
@@ -211,6 +216,26 @@ def residual_upscale(args: argparse.Namespace) -> Optional[str]:
     """With ``--residual``, the bicubic method whose upscale G's output is added to (the dataset's, i.e.
     ``--degradation``); recorded in the generator checkpoints so that the tester adds the same one."""
     return args.degradation if args.residual else None
+
+
+def step_flow_fn(args: argparse.Namespace, device, main: bool):
+    """The training step's flow function for ``--flow_backend torch`` (None: the DataLoader's C++ flows)."""
+    import training
+    from inference import resolve_flow_backend
+
+    if args.denoise:
+        if args.flow_backend == "torch" and main:
+            logger.warning("--flow_backend torch is not available with --denoise yet: its flows come from the C++ "
+                           "pyflow (cached with --flow_cache)")
+        return None
+    backend, flow_device = resolve_flow_backend(args.flow_backend, args.flow_device, device)
+    if backend == "cpp":
+        return None
+    if args.flow_cache and main:
+        logger.warning("--flow_cache is for the C++ flows; with --flow_backend torch it is not used")
+    if main:
+        logger.info(f"flows: pyflow.torch_flow on {flow_device}, for the whole batch inside each step")
+    return training.batch_flow_fn(flow_device)
 
 
 def start_as_identity(netG: nn.Module) -> None:
@@ -801,8 +826,9 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         netG = wrap_parallel(netG.to(dist.device, memory_format=layout), args, dist)
         if netD is not None:
             netD = wrap_parallel(netD.to(dist.device, memory_format=layout), args, dist)
+        flow_fn = step_flow_fn(args, dist.device, main)
         trainer = training.Trainer(netG, netD, criterion, args.loss, args.lr, dist, args.precision, args.residual,
-                                   args.channels_last)
+                                   args.channels_last, flow_fn=flow_fn)
 
         start_epoch, best = args.start_epoch, {}
         if state:
@@ -819,6 +845,8 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
             return 0
 
         train_set = build_train_set(args, config, movies)
+        if flow_fn is not None:
+            train_set.skip_flows = True  # the DataLoader does no flow work
         check_vgg_size(args, train_set, out_scale)
         drop_last = netD is not None and gan_drop_last(args, netD, train_set, out_scale, dist.world_size)
         if drop_last and main:

@@ -19,7 +19,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -251,6 +251,7 @@ class Trainer:
         precision: str = "fp32",
         residual: bool = False,
         channels_last: bool = False,
+        flow_fn: Optional[Callable] = None,
     ) -> None:
         if mode not in ("gan", "l1", "mse"):
             raise ValueError(f"unknown loss mode {mode!r}")
@@ -262,6 +263,7 @@ class Trainer:
         self.precision = resolve_precision(precision, self.device)
         self.residual = residual
         self.channels_last = channels_last
+        self.flow_fn = flow_fn  # (inp, neighbours) -> flows: computed in the step (the batch's flows are ignored)
         self.netG = netG
         self.netD = netD
         self.criterion = criterion if mode == "gan" else (nn.L1Loss() if mode == "l1" else nn.MSELoss())
@@ -275,6 +277,8 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------------------------
 
     def _generate(self, inp, neighbours, flows, bicubic) -> torch.Tensor:
+        if self.flow_fn is not None:
+            flows = self.flow_fn(inp, neighbours)
         fake = self.netG(inp, neighbours, flows)
         if self.residual:
             fake = fake + bicubic
@@ -510,6 +514,23 @@ def ssim_window() -> int:
     import metrics
 
     return metrics.gaussian_window().shape[0]
+
+
+def batch_flow_fn(device: torch.device) -> Callable:
+    """Flows for a whole augmented batch on ``device`` with ``pyflow.torch_flow`` (RBPN parameters): every
+    (input, neighbour k) pair of the batch in one solve, outside autocast and without gradients."""
+    import pyflow
+    from pyflow import torch_flow
+
+    def flows_of(inp: torch.Tensor, neighbours: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            k = len(neighbours)
+            first = inp.float().clamp(0, 1).contiguous().repeat(k, 1, 1, 1)
+            second = torch.cat([nb.float().clamp(0, 1).contiguous() for nb in neighbours])
+            flow = torch_flow.flow_batch(first.to(device), second.to(device), **pyflow.RBPN_PARAMS)
+        return list(flow.to(inp.device).chunk(k))
+
+    return flows_of
 
 
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:

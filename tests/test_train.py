@@ -366,3 +366,28 @@ def test_ddp_two_gloo_processes(tmp_path, frame_folder):
                                                          "training_state_4_1.pth"]
     assert not list(out.glob("*.part")) and not list(out.glob(".tmp_*"))
     assert all(torch.isfinite(v).all() for v in load(out / "netG_epoch_4_1.pth").values())
+
+
+def test_torch_flow_backend_computes_flows_in_the_step(tmp_path, frame_folder, monkeypatch):
+    """--flow_backend torch: the DataLoader returns zero flows and the step computes real ones for the whole batch."""
+    import dataset
+    import pyflow.torch_flow as torch_flow
+
+    def no_loader_flows(*args, **kwargs):
+        raise AssertionError("the DataLoader computed flows")
+
+    monkeypatch.setattr(dataset, "compute_flows", no_loader_flows)
+    seen = []
+    real = torch_flow.flow_batch
+
+    def counting(im1, im2, **params):
+        flow = real(im1, im2, **params)
+        seen.append((im1.shape, flow.abs().max().item()))
+        return flow
+
+    monkeypatch.setattr(torch_flow, "flow_batch", counting)
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1", "--loss", "l1", "--batchSize", "2",
+                "--flow_backend", "torch", "--flow_device", "cpu", "--max_steps_per_epoch", "2"]) == 0
+    assert seen and all(shape[0] == 2 * 2 for shape, _ in seen)  # batch 2 x 2 neighbours in one solve
+    assert any(peak > 0 for _, peak in seen)  # the moving pattern gives non-zero flows
