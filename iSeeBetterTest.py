@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.add_argument("--flow_backend", choices=FLOW_BACKENDS, default="auto",
                    help="optical flow: cpp (exact C++ pyflow on the CPU), torch (batched pyflow.torch_flow, for "
-                        "GPUs) or auto (torch when the model runs on CUDA, else cpp); super-resolution only")
+                        "GPUs) or auto (torch when the model runs on CUDA, else cpp)")
     p.add_argument("--flow_device", default=None, help="device of the torch flow (default: the model's)")
     p.add_argument("--degradation", choices=DEGRADATIONS, default="matlab",
                    help="HR -> LR bicubic for evaluation: matlab (imresize, the published protocol) or pil (training)")
@@ -868,7 +868,8 @@ def _denoise_array(frames: np.ndarray, blank: Sequence[int], loaded: Tuple[torch
                           future_frame=args.future_frame, edge=args.edge, tile=args.tile, overlap=args.tile_overlap,
                           precision=args.precision, device=device, flows=settings.flows, warping=settings.warping,
                           residual=bool(config.get("residual") or args.residual), blank=skip,
-                          flow_threads=args.threads)
+                          flow_threads=args.threads,
+                          flow_fn=flow_function(args, device) if settings.flows == "pyflow" else None)
     with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True) as bar:
         for t, _, _, result in stream:
             out[t] = result if t in skip else np.clip(result, 0.0, 1.0)

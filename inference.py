@@ -379,13 +379,18 @@ def resolve_flow_backend(backend: str, flow_device: Optional[str], model_device:
 
 def torch_flow_compute(device: torch.device) -> Callable:
     """A ``compute(centre, others, threads=0)`` for ``window_flows`` that solves all the window's pairs in one batch
-    with ``pyflow.torch_flow`` on ``device`` (RGB uint8 frames, the original's RBPN parameters)."""
+    with ``pyflow.torch_flow`` on ``device`` (RGB uint8 frames, or normalised float (H, W, C) frames of the denoise
+    mode; the original's RBPN parameters)."""
     import pyflow
     from pyflow import torch_flow
 
+    def as_input(frame: np.ndarray) -> np.ndarray:  # uint8 as is; normalised float frames clipped to [0, 1]
+        frame = np.asarray(frame)
+        return frame if frame.dtype == np.uint8 else np.clip(frame, 0.0, 1.0).astype(np.float32)
+
     def compute(centre: np.ndarray, others: Sequence[np.ndarray], threads: int = 0) -> List[np.ndarray]:
-        c = torch.from_numpy(np.ascontiguousarray(centre)).permute(2, 0, 1)[None].to(device)
-        o = torch.from_numpy(np.stack([np.ascontiguousarray(f) for f in others])).permute(0, 3, 1, 2).to(device)
+        c = torch.from_numpy(np.ascontiguousarray(as_input(centre))).permute(2, 0, 1)[None].to(device)
+        o = torch.from_numpy(np.stack([as_input(f) for f in others])).permute(0, 3, 1, 2).to(device)
         flow = torch_flow.flow_batch(c, o, **pyflow.RBPN_PARAMS)
         return [np.ascontiguousarray(f, dtype=np.float32) for f in flow.float().cpu().numpy()]
 

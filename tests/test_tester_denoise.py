@@ -550,3 +550,20 @@ def test_reference_and_noise_scores_reward_the_clean_estimate():
     assert ref["psnr"]["raw"] == pytest.approx(26.0, abs=0.3) and ref["frames"] == 6
     scores = denoise_eval.noise_blur_scores(noisy, clean)
     assert scores["laplacian_variance"]["model"] < scores["laplacian_variance"]["raw"]
+
+
+def test_torch_flow_backend_denoises_like_the_cpp_flow(movie, grey_ckpt, tmp_path, capsys, monkeypatch):
+    """--flow_backend torch in the denoise mode: the flows come from pyflow.torch_flow, the output stays close."""
+    import pyflow.torch_flow as torch_flow
+
+    calls = []
+    real = torch_flow.flow_batch
+    monkeypatch.setattr(torch_flow, "flow_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    outs = {}
+    for backend in ("cpp", "torch"):
+        _denoise(movie, tmp_path / backend, grey_ckpt, capsys, "--no-eval", "--precision", "fp32",
+                 "--flow_backend", backend)
+        outs[backend] = np.load(tmp_path / backend / "scan.npy")
+    assert calls  # the torch run used the torch flow
+    scale = np.percentile(outs["cpp"], 99.5) - np.percentile(outs["cpp"], 0.5)
+    assert np.abs(outs["torch"] - outs["cpp"]).mean() / scale < 0.01
