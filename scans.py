@@ -40,11 +40,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from errors import UserError, describe_os_error
-from video_io import VIDEO_EXTENSIONS, is_image_file, is_video_file, iter_video, natural_key
+from video_io import VIDEO_EXTENSIONS, VideoError, is_image_file, is_video_file, iter_video, natural_key, read_image
 
 ASD_EXTENSION = ".asd"
 NPY_EXTENSION = ".npy"
@@ -389,12 +388,9 @@ def _colour_name(frames: np.ndarray) -> str:
 def _read_image(path: str) -> np.ndarray:
     """One PNG/TIFF/... frame as stored (8/16-bit or float), H x W x 1 or H x W x 3 RGB, alpha dropped."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ScanError(describe_os_error(exc, "cannot read frame")) from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise ScanError(f"cannot decode image {path} (corrupt or not an image); replace or remove it")
+        img = read_image(path)
+    except VideoError as exc:
+        raise ScanError(str(exc)) from None
     if img.ndim == 2:
         img = img[:, :, None]
     channels = img.shape[2]

@@ -51,8 +51,9 @@ def _to_rgb(img: np.ndarray, path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """Read an image file as RGB uint8 HxWx3; ``VideoError`` if it is missing or cannot be decoded."""
+def read_image(path: str) -> np.ndarray:
+    """An image file as OpenCV decodes it, unchanged (BGR/BGRA/grey, 8/16-bit); ``VideoError`` if it is missing,
+    unreadable or cannot be decoded."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoError(f"frame not found: {path}")
@@ -63,7 +64,12 @@ def load_rgb(path: str) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise VideoError(f"cannot decode image {path} (corrupt or not an image); replace or remove it")
-    return _to_rgb(img, path)
+    return img
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Read an image file as RGB uint8 HxWx3; ``VideoError`` if it is missing or cannot be decoded."""
+    return _to_rgb(read_image(path), os.fspath(path))
 
 
 def save_rgb(path: str, array: np.ndarray) -> None:
