@@ -201,3 +201,15 @@ def resolve_precision(requested: str, device=None, training: bool = False) -> st
                   warn=False)
         return "fp32"
     return requested
+
+
+def resident_mib() -> float:
+    """Current resident memory (VmRSS) of this process in MiB; 0 where /proc is not available."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0

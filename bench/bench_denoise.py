@@ -336,15 +336,6 @@ def real_table(args, loaded, settings, real_frames: int) -> List[str]:
 # 3. speed and memory, one process per configuration
 
 
-def rss_mib() -> float:
-    """Current resident memory of this process, MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 def build_speed_model(model_path: Optional[str]):
     """(model, nFrames, warping, residual): the checkpoint's, or the compact RBPN with seeded random weights."""
     import rbpn
@@ -371,7 +362,7 @@ def speed_child(precision: str, inputs: str, output: str, model_path: Optional[s
     for _ in denoise_clip(model, ((f, None) for f in warm[:1]), nframes, precision=precision, flows="zero",
                           warping=warping, residual=residual, prefetch=False):
         pass
-    before = rss_mib()
+    before = hardware.resident_mib()
     outs = []
     start, cpu_start = time.perf_counter(), time.process_time()
     for _, _, _, out in denoise_clip(model, ((f, None) for f in frames), nframes, precision=precision, flows="zero",

@@ -61,19 +61,11 @@ def find_eval_clip() -> str:
     return path
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 class PeakRSS:
     """Peak resident memory (MiB) above the level at entry, sampled in a background thread."""
 
     def __enter__(self):
-        self.base = rss_mib()
+        self.base = hardware.resident_mib()
         self.peak = self.base
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -82,13 +74,13 @@ class PeakRSS:
 
     def _sample(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mib())
+            self.peak = max(self.peak, hardware.resident_mib())
             time.sleep(0.005)
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_mib())
+        self.peak = max(self.peak, hardware.resident_mib())
         self.extra = self.peak - self.base
 
 
