@@ -30,6 +30,35 @@ def tiny_net_config() -> dict:
     return dict(TINY_NET)
 
 
+@pytest.fixture
+def tiny_ckpt(tmp_path) -> str:
+    """A project checkpoint of the tiny RBPN (seeded random weights)."""
+    import torch
+
+    import checkpoint
+    import rbpn
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pth"
+    checkpoint.save_generator(str(path), rbpn.Net(**TINY_NET))
+    return str(path)
+
+
+def run_tester(argv, capsys):
+    """Run iSeeBetterTest.py as from the command line; returns (exit status, stderr)."""
+    import logging
+
+    import iSeeBetterTest
+    from errors import run_cli
+
+    for handler in logging.getLogger("root").handlers:  # log to this test's captured stderr
+        if getattr(handler, "_iseebetter_console", False):
+            handler.stream = sys.stderr
+    with pytest.raises(SystemExit) as exc:
+        run_cli(iSeeBetterTest.main, argv)
+    return exc.value.code, capsys.readouterr().err
+
+
 def moving_frames(n: int = 8, height: int = 64, width: int = 96, seed: int = 0) -> list:
     """Frames of a smooth textured pattern translating by (2, 1) px per frame, RGB uint8."""
     rng = np.random.default_rng(seed)

@@ -2,31 +2,18 @@
 
 import csv
 import json
-import logging
 import os
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_NET, moving_frames
+from conftest import run_tester as _cli
 
 import iSeeBetterTest as tester
 import metrics
-from errors import run_cli
 from video_io import list_frames, load_rgb, video_info
-
-
-@pytest.fixture
-def tiny_ckpt(tmp_path):
-    import checkpoint
-    import rbpn
-
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pth"
-    checkpoint.save_generator(str(path), rbpn.Net(**TINY_NET))
-    return str(path)
 
 
 def _write_clip(folder, frames):
@@ -61,16 +48,6 @@ def small_folder(tmp_path):
     folder = tmp_path / "frames"
     _write_clip(folder, moving_frames(5, 32, 40))
     return folder
-
-
-def _cli(argv, capsys):
-    """Run the script as from the command line; returns (exit status, stderr)."""
-    for handler in logging.getLogger("root").handlers:  # log to this test's captured stderr
-        if getattr(handler, "_iseebetter_console", False):
-            handler.stream = sys.stderr
-    with pytest.raises(SystemExit) as exc:
-        run_cli(tester.main, argv)
-    return exc.value.code, capsys.readouterr().err
 
 
 def test_upscale_video_file(small_video, tiny_ckpt, tmp_path, capsys):

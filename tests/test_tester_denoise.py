@@ -2,7 +2,6 @@
 no-reference score of denoise_eval."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, TINY_NET
+from conftest import run_tester as _cli
 from test_scans import levels, write_asd
 from torch import nn
 
@@ -19,7 +19,6 @@ import denoise_data
 import denoise_eval
 import inference
 import iSeeBetterTest as tester
-from errors import run_cli
 from video_io import video_info
 
 METHODS = ("raw", "mean3", "mean5", "mean7", "mean3_blur", "model")
@@ -79,15 +78,6 @@ def movie(tmp_path):
     np.save(tmp_path / "scan.npy", noisy)
     np.save(tmp_path / "clean.npy", clean)
     return tmp_path / "scan.npy"
-
-
-def _cli(argv, capsys):
-    for handler in logging.getLogger("root").handlers:
-        if getattr(handler, "_iseebetter_console", False):
-            handler.stream = sys.stderr
-    with pytest.raises(SystemExit) as exc:
-        run_cli(tester.main, argv)
-    return exc.value.code, capsys.readouterr().err
 
 
 def _one_error(err: str) -> str:

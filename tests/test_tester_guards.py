@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -10,24 +9,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import ROOT, TINY_NET, moving_frames
+from conftest import ROOT, moving_frames
+from conftest import run_tester as _cli
 
 import atomic
 import iSeeBetterTest as tester
 import video_io
-from errors import run_cli
-
-
-@pytest.fixture
-def tiny_ckpt(tmp_path):
-    import checkpoint
-    import rbpn
-
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pth"
-    checkpoint.save_generator(str(path), rbpn.Net(**TINY_NET))
-    return str(path)
 
 
 def _write_frames(folder, frames, ext=".png"):
@@ -51,15 +38,6 @@ def _digest(folder) -> dict:
             p = os.path.join(base, n)
             out[os.path.relpath(p, folder)] = hashlib.md5(open(p, "rb").read()).hexdigest()
     return out
-
-
-def _cli(argv, capsys):
-    for handler in logging.getLogger("root").handlers:
-        if getattr(handler, "_iseebetter_console", False):
-            handler.stream = sys.stderr
-    with pytest.raises(SystemExit) as exc:
-        run_cli(tester.main, argv)
-    return exc.value.code, capsys.readouterr().err
 
 
 def _one_error(err: str) -> str:

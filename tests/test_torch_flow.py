@@ -269,16 +269,11 @@ def test_small_and_narrow_images_do_not_crash(shape):
 
 def test_tester_torch_flow_backend_matches_the_cpp_one(tmp_path, capsys):
     """iSeeBetterTest.py --flow_backend torch: the same SR frames as the exact C++ flow, to within a few levels."""
-    import logging
-    import sys
-
-    from conftest import TINY_NET, moving_frames
+    from conftest import TINY_NET, moving_frames, run_tester
 
     import checkpoint
-    import iSeeBetterTest as tester
     import rbpn
     import video_io
-    from errors import run_cli
 
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.pth"
@@ -289,13 +284,9 @@ def test_tester_torch_flow_backend_matches_the_cpp_one(tmp_path, capsys):
         video_io.save_rgb(str(frames / f"{i:03d}.png"), f)
     outs = {}
     for backend in ("cpp", "torch"):
-        for handler in logging.getLogger("root").handlers:
-            if getattr(handler, "_iseebetter_console", False):
-                handler.stream = sys.stderr
-        with pytest.raises(SystemExit) as exc:
-            run_cli(tester.main, ["-u", "-i", str(frames), "-o", str(tmp_path / backend), "-m", str(ckpt),
-                                  "--precision", "fp32", "--flow_backend", backend])
-        assert exc.value.code == 0, capsys.readouterr().err
+        code, err = run_tester(["-u", "-i", str(frames), "-o", str(tmp_path / backend), "-m", str(ckpt),
+                                "--precision", "fp32", "--flow_backend", backend], capsys)
+        assert code == 0, err
         outs[backend] = [video_io.load_rgb(str(tmp_path / backend / "clip" / f"{i:03d}.png")).astype(int)
                          for i in range(1, 5)]
     for a, b in zip(outs["cpp"], outs["torch"]):

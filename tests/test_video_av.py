@@ -1,20 +1,17 @@
 """Real video in, real video out (PyAV/FFmpeg): exact rates, variable frame rate, rotation, audio, codecs, resume,
 frame ranges and clear errors. Every clip is encoded in the test."""
 
-import logging
 import os
-import sys
 from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_NET, make_av_clip, moving_frames
+from conftest import make_av_clip, moving_frames
+from conftest import run_tester as _cli
 
 import iSeeBetterTest as tester
 import video_io
-from errors import run_cli
 
 AUDIO_FRAME = Fraction(1024, 48000)  # one AAC frame
 
@@ -29,26 +26,6 @@ def _streams(path):
                         "pix_fmt": s.codec_context.pix_fmt if s.type == "video" else None,
                         "frames": s.frames})
         return out, c.format.name
-
-
-def _cli(argv, capsys):
-    for handler in logging.getLogger("root").handlers:
-        if getattr(handler, "_iseebetter_console", False):
-            handler.stream = sys.stderr
-    with pytest.raises(SystemExit) as exc:
-        run_cli(tester.main, argv)
-    return exc.value.code, capsys.readouterr().err
-
-
-@pytest.fixture
-def tiny_ckpt(tmp_path):
-    import checkpoint
-    import rbpn
-
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pth"
-    checkpoint.save_generator(str(path), rbpn.Net(**TINY_NET))
-    return str(path)
 
 
 def test_ntsc_rate_audio_and_browser_codec_survive_an_upscale(tmp_path, capsys):
