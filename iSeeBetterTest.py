@@ -222,7 +222,8 @@ class Clip:
 def _clip_from_path(path: str, name: str) -> Clip:
     if os.path.isdir(path):
         return Clip(name, frames=list_frames(path))
-    return Clip(name, video=path, fps=video_info(path)["rate"])
+    info = video_info(path)  # read once: count() would otherwise reopen the video each time
+    return Clip(name, video=path, fps=info["rate"], frame_count=info["frame_count"] or None)
 
 
 def clips_from_input(path: str) -> List[Clip]:
