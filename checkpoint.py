@@ -180,10 +180,18 @@ def _with_shape_config(sd: StateDict, config: dict) -> dict:
     """``config`` with the fields an RBPN state_dict's shapes determine (including ``arch`` and ``task``) set from
     the shapes; unchanged for anything that is no RBPN state_dict."""
     try:
-        inferred = full_generator_config(sd)
+        inferred = single_frame_kept(full_generator_config(sd), config)
     except CheckpointError:
         return config
     return dict(config, **inferred)
+
+
+def single_frame_kept(inferred: dict, stored: Mapping[str, Any]) -> dict:
+    """``inferred`` (a config from the shapes) with nFrames 1 where ``stored`` says 1: the single-frame form has
+    the shapes of nFrames 2, so only a stored config tells the two apart."""
+    if stored.get("nFrames") == 1 and inferred.get("nFrames") == 2:
+        inferred = dict(inferred, nFrames=1)
+    return inferred
 
 
 def save_generator(path: PathLike, model: nn.Module, config: Optional[dict] = None,
@@ -470,6 +478,8 @@ def _config_evidence(sd: StateDict, field: str) -> str:
 
 def _describe_config_mismatch(label: str, sd: StateDict, ckpt: dict, model: dict) -> Optional[str]:
     ckpt = dict(ckpt, arch=ckpt.get("arch", "Net"))
+    if model.get("nFrames") == 1 and ckpt.get("nFrames") == 2:
+        ckpt["nFrames"] = 1  # same shapes: a single-frame model (nFrames=1) takes nFrames=2's parameters
     diffs = [f for f in ("arch", "scale_factor", "nFrames", "num_channels", "base_filter", "feat", "num_stages",
                          "n_resblock") if f in model and ckpt.get(f) != model.get(f)]
     if not diffs:
@@ -598,18 +608,24 @@ def _fit_problem(label: str, sd: StateDict, examples: int = 3) -> Optional[str]:
     return _describe_key_mismatch(label, sd, expected, what, examples)
 
 
-def residual_method(value) -> Optional[str]:
-    """A checkpoint's ``residual`` entry as the bicubic method ("pil" / "matlab"), None when not residual.
+RESIDUAL_MODES = ("pil", "matlab", "frame", "mean")
 
-    ``True`` (no method recorded) means Pillow's bicubic, the original's ``--residual``.
+
+def residual_method(value) -> Optional[str]:
+    """A checkpoint's ``residual`` entry: what G's output is added to, None when not residual.
+
+    Super-resolution: the bicubic method ("pil" / "matlab"); ``True`` (no method recorded) means Pillow's bicubic,
+    the original's ``--residual``. ``--denoise``: "frame" (the input frame) or "mean" (the mean of the frames the
+    network sees); denoisers of earlier versions recorded "pil" for "frame".
     """
     if not value:
         return None
     if value is True:
         return "pil"
-    if value in ("pil", "matlab"):
+    if value in RESIDUAL_MODES:
         return value
-    raise CheckpointError(f"unknown residual mode {value!r} in the checkpoint; expected 'pil' or 'matlab'")
+    raise CheckpointError(f"unknown residual mode {value!r} in the checkpoint; expected one of "
+                          f"{', '.join(RESIDUAL_MODES)}")
 
 
 def _channels_text(n: int, noun: str = "channel", kind_first: bool = False) -> str:
@@ -670,7 +686,7 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
         raise CheckpointError(f"checkpoint {label} is a discriminator, but a generator was expected")
     config = dict(DEFAULT_CONFIG)
     config.update(fallback_config or {})
-    config.update(full_generator_config(sd))
+    config.update(single_frame_kept(full_generator_config(sd), (meta or {}).get("config") or {}))
     expect = dict(expect or {})
     first = ("task", "num_channels")  # the bigger mismatches first
     for field in [f for f in first if f in expect] + [f for f in expect if f not in first]:

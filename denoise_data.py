@@ -32,7 +32,8 @@ from dataset import DataError, apply_augment, random_augment
 from errors import UserError
 from flow_cache import CACHE_VERSION, FlowCache, crop_and_augment
 
-TARGETS = ("n2n", "select", "median")
+TARGETS = ("n2n", "select", "median", "interleaved")
+BASES = ("frame", "mean")  # what a --residual generator's output is added to
 FLOW_METHODS = ("pyflow", "zero")
 MEMORY = ":memory:"  # ``flow_cache`` value for an in-process cache instead of a folder
 DEFAULT_GAMMA = (0.8, 1.1)
@@ -222,6 +223,23 @@ def warp_backward(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return ((1 - wy) * top + wy * bottom).astype(dtype)
 
 
+def warp_backward_batch(images: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """``warp_backward`` for tensors on any device: images (N, C, H, W), flows (N, 2, H, W) -> (N, C, H, W), same
+    sampling (bilinear, sample points clamped to the border); used when the training step computes the flows."""
+    n, _, h, w = images.shape
+    if flows.shape != (n, 2, h, w):
+        raise ValueError(f"warp_backward_batch needs (N, 2, H, W) flows for {tuple(images.shape)} images, got "
+                         f"{tuple(flows.shape)}")
+    ys, xs = torch.meshgrid(torch.arange(h, device=images.device, dtype=torch.float32),
+                            torch.arange(w, device=images.device, dtype=torch.float32), indexing="ij")
+    sx = (xs + flows[:, 0].float()).clamp(0, w - 1)
+    sy = (ys + flows[:, 1].float()).clamp(0, h - 1)
+    grid = torch.stack((2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1), dim=-1)
+    warped = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border",
+                                             align_corners=True)
+    return warped.to(images.dtype)
+
+
 def _flow_image(frame: np.ndarray) -> np.ndarray:
     """A normalised (H, W, C) frame as pyflow input: float64 in [0, 1], grey as (H, W)."""
     img = np.clip(np.asarray(frame, dtype=np.float64), 0.0, 1.0)
@@ -262,21 +280,32 @@ def frame_flow_fn(frames: Sequence[np.ndarray], method: str = "pyflow", threads:
 def window_length(mode: str, n_frames: int) -> int:
     """Frames a window needs to give the network ``n_frames`` frames (input + n_frames - 1 neighbours) and a target.
 
-    ``n2n`` and ``select``: n_frames + 1 (the target frame is not a neighbour); ``median``: 2 * n_frames.
+    ``n2n`` and ``select``: n_frames + 1 (the target frame is not a neighbour); ``median``: 2 * n_frames;
+    ``interleaved`` (odd n_frames only): 2 * n_frames - 1 (the network's frames 2 apart, the target between), 3 for
+    n_frames 1. n_frames 1 is the single-frame model (no neighbours).
     """
     if mode not in TARGETS:
         raise UserError(f"unknown target {mode!r}; use one of {', '.join(TARGETS)}")
-    if n_frames < 2:
-        raise UserError(f"nFrames must be at least 2 for --denoise, got {n_frames}")
+    if n_frames < 1:
+        raise UserError(f"nFrames must be at least 1 for --denoise, got {n_frames}")
+    if mode == "interleaved":
+        if n_frames % 2 == 0:
+            raise UserError(f"--target interleaved needs an odd nFrames (the neighbours sit symmetrically at +-2, "
+                            f"+-4, ... scans), got {n_frames}")
+        return max(3, 2 * n_frames - 1)
     return 2 * n_frames if mode == "median" else n_frames + 1
 
 
 def network_frames(mode: str, length: int) -> int:
     """Inverse of ``window_length``: the n_frames a window of ``length`` frames serves; UserError if none."""
-    n = length // 2 if mode == "median" else length - 1
-    if n < 2 or window_length(mode, n) != length:
-        smallest = window_length(mode, 2)
-        rule = "an even number of frames" if mode == "median" else "nFrames + 1 frames"
+    if mode == "interleaved":
+        n = 1 if length == 3 else (length + 1) // 2
+    else:
+        n = length // 2 if mode == "median" else length - 1
+    if n < 1 or window_length(mode, n) != length:
+        smallest = window_length(mode, 1)
+        rule = {"median": "an even number of frames", "interleaved": "an odd number of frames (2 * nFrames - 1)"}.get(
+            mode, "nFrames + 1 frames")
         raise UserError(f"a {mode!r} window needs {rule}, at least {smallest}; got {length}")
     return n
 
@@ -291,9 +320,13 @@ def split_window(mode: str, length: int, rng: random.Random,
     network_frames(mode, length)
     centre = length // 2
     if mode == "n2n":
-        target = [centre + rng.choice((-1, 1))]
+        target = [rng.choice([centre + d for d in (-1, 1) if 0 <= centre + d < length])]
         inp = centre
         neighbours = [i for i in range(length) if i not in (inp, target[0])]
+    elif mode == "interleaved":  # the network sees offsets 0, +-2, +-4, ...; the target is the two frames at +-1
+        inp = centre
+        target = [centre - 1, centre + 1]
+        neighbours = [i for i in range(length) if (i - centre) % 2 == 0 and i != centre]
     elif mode == "select":
         if scores is None or len(scores) != length:
             raise ValueError("select needs one noise score per window frame")
@@ -310,6 +343,7 @@ def split_window(mode: str, length: int, rng: random.Random,
 
 def make_sample(window_frames: Sequence[np.ndarray], mode: str, rng: random.Random, flow_fn: FlowFn,
                 align_target: bool = True, score_range: Optional[Tuple[float, float]] = (0.0, 1.0),
+                neighbour_flows: bool = True,
                 ) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray], List[np.ndarray], Dict[str, object]]:
     """Split a window of consecutive (H, W, C) frames of one movie into (input, target, neighbours, flows, indices).
 
@@ -327,9 +361,16 @@ def make_sample(window_frames: Sequence[np.ndarray], mode: str, rng: random.Rand
       target. The target frames are interleaved with the network's frames, so they are as close in time to the input
       as its neighbours (the sample moves and the scanner drifts between scans), yet none of them is a network
       input. The network's neighbours are 2 scans apart in training (1 at inference); the flow covers the difference.
+    - ``interleaved`` (2 * n_frames - 1 frames, odd n_frames): the input (the centre) and neighbours at offsets +-2,
+      +-4, ... go to the network; the target is the mean of the two frames at offsets -1 and +1, *not* warped: the
+      pair is symmetric in time around the input, so a steady drift or change cancels in their mean, and no flow error
+      (flows on raw noisy scans can be poor) enters the target. Its noise is independent of the network's frames, so
+      the loss is the true error plus a constant (Noise2Noise). This is exactly the no-reference score's setting
+      (``denoise_eval``: every other frame seen, the frames between held out).
 
-    ``flows`` are float32 (2, H, W) from the input to each neighbour (``flow_fn(input, neighbours)``). With
-    ``align_target`` each target frame is backward-warped onto the input with the flow from the input to it.
+    ``flows`` are float32 (2, H, W) from the input to each neighbour (``flow_fn(input, neighbours)``; zeros without
+    ``neighbour_flows``, when the training step computes them). With ``align_target`` each target frame is
+    backward-warped onto the input with the flow from the input to it (never for ``interleaved``).
     ``indices`` is ``split_window``'s dict of window positions.
     """
     frames = [np.asarray(f) for f in window_frames]
@@ -341,14 +382,19 @@ def make_sample(window_frames: Sequence[np.ndarray], mode: str, rng: random.Rand
     scores = [metrics.streak_score(f, score_range) for f in frames] if mode == "select" else None
     idx = split_window(mode, length, rng, scores)
     inp = frames[idx["input"]]
-    flows = flow_fn(idx["input"], idx["neighbours"])
+    if neighbour_flows:
+        flows = flow_fn(idx["input"], idx["neighbours"])
+    else:
+        flows = [np.zeros((2,) + shape[:2], np.float32) for _ in idx["neighbours"]]
     neighbours = [frames[i] for i in idx["neighbours"]]
     targets = [frames[i] for i in idx["target"]]
-    if align_target:
+    if align_target and mode != "interleaved":
         target_flows = flow_fn(idx["input"], idx["target"])
         targets = [warp_backward(t, f) for t, f in zip(targets, target_flows)]
     if len(targets) == 1:
         target = targets[0].astype(np.float32)
+    elif mode == "interleaved":
+        target = np.mean(np.stack(targets).astype(np.float64), axis=0).astype(np.float32)
     else:
         target = np.median(np.stack(targets).astype(np.float64), axis=0).astype(np.float32)
     return inp.astype(np.float32), target, [n.astype(np.float32) for n in neighbours], flows, idx
@@ -379,7 +425,9 @@ class DenoiseDataset(torch.utils.data.Dataset):
     ``__getitem__`` returns ``(input, target, neighbours, flows, input)`` like the SR datasets: float32 tensors
     ``input`` and ``target`` [C, h, w] in [0, 1], ``neighbours`` a list of n_frames - 1 tensors [C, h, w], ``flows`` a
     list of n_frames - 1 tensors [2, h, w] (input -> each neighbour, u then v, pixels), and in the SR datasets'
-    ``bicubic`` slot the input again (there is no upscale; ``--residual`` then learns output = input + correction).
+    ``bicubic`` slot the frame ``--residual`` adds G's correction to (there is no upscale): the input itself with
+    ``base="frame"``, or with ``base="mean"`` the mean of the input and its neighbours as the network sees them
+    (warped with ``warping``), so that a generator whose correction is zero is the plain temporal mean.
     With ``warping`` the neighbours are backward-warped onto the input (the flows are still the input -> original
     neighbour flows). h = w = ``patch_size`` in training (0 = whole frames); whole frames when ``training`` is off.
 
@@ -398,7 +446,9 @@ class DenoiseDataset(torch.utils.data.Dataset):
                  names: Optional[Sequence[str]] = None, n_frames: int = 7, target: str = "n2n", patch_size: int = 64,
                  training: bool = True, data_augmentation: bool = True,
                  gamma: Optional[Tuple[float, float]] = DEFAULT_GAMMA, warping: bool = False, flows: str = "pyflow",
-                 flow_cache: Optional[str] = None, flow_threads: int = 0):
+                 flow_cache: Optional[str] = None, flow_threads: int = 0, base: str = "frame"):
+        if base not in BASES:
+            raise UserError(f"unknown residual base {base!r}; use one of {', '.join(BASES)}")
         if flows not in FLOW_METHODS:
             raise UserError(f"unknown flow method {flows!r}; use one of {', '.join(FLOW_METHODS)}")
         if patch_size < 0:
@@ -418,6 +468,7 @@ class DenoiseDataset(torch.utils.data.Dataset):
         self.data_augmentation = data_augmentation
         self.gamma = gamma
         self.warping = warping
+        self.base = base
         self.flows = flows
         self.flow_threads = flow_threads
         self.movies = [_check_movie(m, name) for m, name in zip(movies, names)]
@@ -446,6 +497,9 @@ class DenoiseDataset(torch.utils.data.Dataset):
         self.cached = bool(flow_cache) and flows == "pyflow"
         self._digests: Dict[int, str] = {}
         self._rng = random.Random()
+        # True: zero neighbour flows and unwarped neighbours here; the training step computes the flows (and warps)
+        # with --flow_backend torch. Targets that are aligned (n2n, select, median) still take their flows here.
+        self.skip_flows = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -510,16 +564,21 @@ class DenoiseDataset(torch.utils.data.Dataset):
     def needed_pairs(self, m: int) -> Dict[int, List[int]]:
         """Frame pairs (src -> sorted dsts) of movie ``m`` whose flows the samples can ask for.
 
-        ``n2n`` and ``median`` take flows from each window's centre only; ``select`` from any frame of a window.
+        ``n2n`` and ``median`` take flows from each window's centre only; ``select`` from any frame of a window;
+        ``interleaved`` from the centre to its neighbours only (its target is not warped).
         """
         pairs: Dict[int, set] = {}
         for mm, start in self.samples:
             if mm != m:
                 continue
             window = range(start, start + self.length)
-            sources = window if self.target == "select" else [start + self.length // 2]
+            centre = start + self.length // 2
+            sources = window if self.target == "select" else [centre]
             for src in sources:
-                pairs.setdefault(src, set()).update(d for d in window if d != src)
+                if self.target == "interleaved":
+                    pairs.setdefault(src, set()).update(d for d in window if (d - src) % 2 == 0 and d != src)
+                else:
+                    pairs.setdefault(src, set()).update(d for d in window if d != src)
         return {src: sorted(dsts) for src, dsts in sorted(pairs.items())}
 
     def precompute_flows(self) -> int:
@@ -566,8 +625,9 @@ class DenoiseDataset(torch.utils.data.Dataset):
         else:  # crop first: flows on the patch
             frames = [f[y : y + size_h, x : x + size_w] for f in window]
             oy = ox = 0
-        inp, target, neighbours, flows, _ = make_sample(frames, self.target, rng, self._flow_fn(m, start, frames))
-        if self.warping:
+        inp, target, neighbours, flows, _ = make_sample(frames, self.target, rng, self._flow_fn(m, start, frames),
+                                                        neighbour_flows=not self.skip_flows)
+        if self.warping and not self.skip_flows:
             neighbours = [warp_backward(nb, f) for nb, f in zip(neighbours, flows)]
 
         def crop_aug(img: np.ndarray) -> np.ndarray:
@@ -579,8 +639,9 @@ class DenoiseDataset(torch.utils.data.Dataset):
         inp, target, neighbours = crop_aug(inp), crop_aug(target), [crop_aug(nb) for nb in neighbours]
         flows = crop_and_augment(flows, oy, ox, size_h, size_w, aug)
         inp_t = _to_tensor(inp)
-        return (inp_t, _to_tensor(target), [_to_tensor(nb) for nb in neighbours],
-                [torch.from_numpy(f) for f in flows], inp_t.clone())
+        nbs_t = [_to_tensor(nb) for nb in neighbours]
+        base = torch.stack([inp_t] + nbs_t).mean(dim=0) if self.base == "mean" else inp_t.clone()
+        return inp_t, _to_tensor(target), nbs_t, [torch.from_numpy(f) for f in flows], base
 
     def __getitem__(self, index: int):
         try:

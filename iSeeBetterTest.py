@@ -868,7 +868,7 @@ def _denoise_array(frames: np.ndarray, blank: Sequence[int], loaded: Tuple[torch
     stream = denoise_clip(model, ((frame, None) for frame in frames), config["nFrames"],
                           future_frame=args.future_frame, edge=args.edge, tile=args.tile, overlap=args.tile_overlap,
                           precision=args.precision, device=device, flows=settings.flows, warping=settings.warping,
-                          residual=bool(config.get("residual") or args.residual), blank=skip,
+                          residual=config.get("residual") or args.residual, blank=skip,
                           flow_threads=args.threads,
                           flow_fn=flow_function(args, device) if settings.flows == "pyflow" else None)
     with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True) as bar:

@@ -44,7 +44,8 @@ AT_LEAST_ZERO = ("patch_size", "threads", "seed", "keep_last", "n_resblock", "fl
 ABOVE_ZERO = ("lr", "lr_gamma")
 
 # --denoise choices, as denoise_data.TARGETS and denoise_data.FLOW_METHODS (kept here: that module imports torch).
-DENOISE_TARGETS = ("n2n", "select", "median")
+DENOISE_TARGETS = ("n2n", "select", "median", "interleaved")
+DENOISE_BASES = ("frame", "mean")
 DENOISE_FLOWS = ("pyflow", "zero")
 # How each movie is normalised (denoise_data.preprocess's defaults); recorded in the generator checkpoints.
 NORMALISATION = "per-movie robust percentiles 0.5/99.5"
@@ -54,6 +55,8 @@ TARGET_MEANING = {
     "select": "the window's scan with the least streak noise: a no-reference proxy, not a clean ground truth",
     "median": "the median of nFrames aligned scans between the network's frames: a less noisy proxy, still no "
               "clean ground truth",
+    "interleaved": "the mean of the two scans just before and after the input, which the network never sees (its "
+                   "frames are 2 scans apart): the no-reference score of iSeeBetterTest.py --denoise",
 }
 
 
@@ -128,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a denoiser: --data_dir / --eval_dir are movies (.asd, .npy, videos, PNG/TIFF frame "
                         "folders) or folders of movies; --patch_size is in input pixels")
     g.add_argument("--target", choices=DENOISE_TARGETS, default="n2n",
-                   help="training target: n2n (a neighbouring scan), select (the cleanest scan of the window) or "
-                        "median (median of nFrames aligned scans); see denoise_data.make_sample")
+                   help="training target: n2n (a neighbouring scan), select (the cleanest scan of the window), "
+                        "median (median of nFrames aligned scans) or interleaved (network frames 2 scans apart, "
+                        "target: the mean of the two scans around the input); see denoise_data.make_sample")
+    g.add_argument("--residual_base", choices=DENOISE_BASES, default="frame",
+                   help="with --residual: add G's output to the input frame, or to the mean of the frames G sees "
+                        "(G then starts as the plain temporal mean and learns to improve on it)")
     add_bool(g, "warping", False, "warp each neighbour onto the input with its optical flow before the network")
     g.add_argument("--flows", choices=DENOISE_FLOWS, default="pyflow", help="optical flow: pyflow, or zero flows")
     g.add_argument("--channel", default=None, help=".asd channel to train on, by name or index (default: the first)")
@@ -170,11 +177,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         raise UserError(f"--APITLoss selects the GAN loss but --loss {args.loss} was given; use one of them")
     check_numbers(args)
     check_mode(args)
-    if args.nFrames < 2 and args.denoise:
-        raise UserError(f"--nFrames {args.nFrames}: RBPN fuses one projection per neighbour frame, so it has no "
-                        "single-frame form; use --nFrames 2 or more (the raw input is the single-frame baseline)")
-    if args.nFrames < 2:
+    if args.nFrames < 1 and args.denoise:
+        raise UserError(f"--nFrames must be at least 1 with --denoise (1 = the single-frame model), got "
+                        f"{args.nFrames}")
+    if args.nFrames < 2 and not args.denoise:
         raise UserError("--nFrames must be at least 2 (the target frame and one neighbour)")
+    if args.denoise and args.target == "interleaved" and args.nFrames % 2 == 0:
+        raise UserError(f"--target interleaved needs an odd --nFrames (neighbours at +-2, +-4, ... scans), got "
+                        f"{args.nFrames}")
     if args.start_epoch < 1 or args.start_epoch > args.nEpochs:
         raise UserError(f"--start_epoch must be between 1 and --nEpochs ({args.nEpochs}), got {args.start_epoch}")
     return args
@@ -190,6 +200,7 @@ def check_mode(args: argparse.Namespace) -> None:
         if args.upscale_factor == 1:
             raise UserError("--upscale_factor 1 is for --denoise only; super-resolution takes 2, 4 or 8")
         changed = (("--target", args.target != "n2n"), ("--warping", args.warping), ("--flows", args.flows != "pyflow"),
+                   ("--residual_base", args.residual_base != "frame"),
                    ("--channel", args.channel is not None), ("--no-level", not args.level))
         for flag, given in changed:
             if given:
@@ -198,6 +209,8 @@ def check_mode(args: argparse.Namespace) -> None:
     if args.eval_file_list:
         raise UserError("--eval_file_list lists super-resolution frames; with --denoise, --eval_dir is a movie or a "
                         "folder of movies and needs no list")
+    if args.residual_base != "frame" and not args.residual:
+        raise UserError("--residual_base only applies with --residual; add --residual or leave it out")
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -223,15 +236,15 @@ def step_flow_fn(args: argparse.Namespace, device, main: bool):
     import training
     from inference import resolve_flow_backend
 
-    if args.denoise:
-        if args.flow_backend == "torch" and main:
-            logger.warning("--flow_backend torch is not available with --denoise yet: its flows come from the C++ "
-                           "pyflow (cached with --flow_cache)")
+    if args.denoise and args.flows == "zero":
         return None
     backend, flow_device = resolve_flow_backend(args.flow_backend, args.flow_device, device)
     if backend == "cpp":
         return None
-    if args.flow_cache and main:
+    if args.denoise and args.target != "interleaved" and main:
+        logger.info(f"--flow_backend torch with --target {args.target}: the neighbours' flows come from the torch flow "
+                    "in the step; the target's alignment flows still come from the C++ pyflow in the DataLoader")
+    elif args.flow_cache and main:
         logger.warning("--flow_cache is for the C++ flows; with --flow_backend torch it is not used")
     if main:
         logger.info(f"flows: pyflow.torch_flow on {flow_device}, for the whole batch inside each step")
@@ -239,14 +252,47 @@ def step_flow_fn(args: argparse.Namespace, device, main: bool):
 
 
 def start_as_identity(netG: nn.Module) -> None:
-    """Zero the reconstruction conv of a ``--denoise --residual`` generator, so that training starts from the
-    identity (output = input + 0) instead of RBPN's random output, which is around 100x the [0, 1] data range."""
+    """Zero the reconstruction conv of a ``--denoise --residual`` generator, so that training starts from its base
+    (the input frame, or the frames' mean with ``--residual_base mean``) instead of RBPN's random output."""
     import torch
 
     with torch.no_grad():
         netG.output.conv.weight.zero_()
         if netG.output.conv.bias is not None:
             netG.output.conv.bias.zero_()
+
+
+def unit_variance_start(netG: nn.Module, train_set, trainer, args: argparse.Namespace, dist, main: bool) -> None:
+    """Rescale a fresh ``--denoise`` generator's convs to unit-variance outputs on a few training samples
+    (``base_networks.scale_to_unit_variance``; the reconstruction conv is left as it is, zero with ``--residual``).
+    RBPN's original init makes the recurrent features explode with nFrames at scale 1; SR training keeps the
+    original init. Every rank computes the same samples; rank 0's weights are then broadcast to be sure."""
+    import random
+
+    import torch
+
+    import training
+    from base_networks import scale_to_unit_variance
+
+    rng = random.Random(args.seed)
+    indices = sorted(rng.sample(range(len(train_set)), min(8, len(train_set))))
+    train_set.reseed(args.seed)
+    batch = torch.utils.data.default_collate([train_set[i] for i in indices])
+    inp, _, neighbours, flows, _ = training.to_device(batch, dist.device, args.channels_last)
+    if trainer.flow_fn is not None:
+        flows = trainer.flow_fn(inp, neighbours)
+    was_training = netG.training
+    netG.eval()
+    try:
+        changed = scale_to_unit_variance(netG, lambda: netG(inp, neighbours, flows), skip=[netG.output.conv])
+    finally:
+        netG.train(was_training)
+    if dist.world_size > 1:
+        for tensor in netG.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
+    if main:
+        logger.info(f"--denoise from scratch: {changed} conv rescalings to unit-variance features on {len(indices)} "
+                    "training samples (RBPN's init lets its recurrent features explode at scale 1)")
 
 
 def model_config(args: argparse.Namespace, num_channels: int = 3) -> Dict:
@@ -256,11 +302,17 @@ def model_config(args: argparse.Namespace, num_channels: int = 3) -> Dict:
                 n_resblock=args.n_resblock, nFrames=args.nFrames, scale_factor=args.upscale_factor, arch=arch)
 
 
+def best_extra(args: argparse.Namespace) -> Dict[str, Any]:
+    """What the best generator checkpoint records besides the scores: ``generator_extra`` for ``--denoise`` (its
+    ``residual`` is the base, "frame" or "mean"), else the bicubic method of ``--residual`` (None without it)."""
+    return generator_extra(args) if args.denoise else {"residual": residual_upscale(args)}
+
+
 def denoise_record(args: argparse.Namespace) -> Dict[str, Any]:
     """The preprocessing and targets of a ``--denoise`` run, recorded as ``denoise`` in its checkpoints so that the
     tester prepares its input movies the same way (``channel`` None = the first .asd channel)."""
     return {"target": args.target, "warping": bool(args.warping), "flows": args.flows, "level": bool(args.level),
-            "channel": args.channel, "normalisation": NORMALISATION}
+            "channel": args.channel, "normalisation": NORMALISATION, "residual_base": args.residual_base}
 
 
 def generator_extra(args: argparse.Namespace) -> Dict[str, Any]:
@@ -269,7 +321,7 @@ def generator_extra(args: argparse.Namespace) -> Dict[str, Any]:
         return {}
     extra: Dict[str, Any] = {"denoise": denoise_record(args)}
     if args.residual:
-        extra["residual"] = residual_upscale(args)  # the tester adds the input frame to G's output
+        extra["residual"] = args.residual_base  # the tester adds G's output to the frame or the frames' mean
     return extra
 
 
@@ -278,7 +330,7 @@ def adopt_denoise_record(args: argparse.Namespace, state: Dict) -> List[str]:
     preprocessing stays true; returns the options that differed on the command line (e.g. "--target median")."""
     recorded = state.get("denoise") or {}
     changed = []
-    for key in ("target", "warping", "flows", "level", "channel"):
+    for key in ("target", "warping", "flows", "level", "channel", "residual_base"):
         if key in recorded and recorded[key] != getattr(args, key):
             setattr(args, key, recorded[key])
             changed.append(f"--{key} {recorded[key]}")
@@ -388,6 +440,7 @@ def build_denoise_set(movies: List[PreparedMovie], args: argparse.Namespace, con
                 n_frames=config["nFrames"], target=args.target, patch_size=args.patch_size if training else 0,
                 training=training, data_augmentation=args.data_augmentation and training, warping=args.warping,
                 flows=args.flows, flow_cache=args.flow_cache, flow_threads=args.flow_threads,
+                base=args.residual_base if args.residual else "frame",
             )
         except UserError as exc:
             raise UserError(f"{option}: {exc}") from None
@@ -827,8 +880,11 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         if netD is not None:
             netD = wrap_parallel(netD.to(dist.device, memory_format=layout), args, dist)
         flow_fn = step_flow_fn(args, dist.device, main)
+        prepare_fn = None
+        if flow_fn is not None and args.denoise:
+            prepare_fn = training.denoise_step_inputs(args.warping, args.residual_base if args.residual else None)
         trainer = training.Trainer(netG, netD, criterion, args.loss, args.lr, dist, args.precision, args.residual,
-                                   args.channels_last, flow_fn=flow_fn)
+                                   args.channels_last, flow_fn=flow_fn, prepare_fn=prepare_fn)
 
         start_epoch, best = args.start_epoch, {}
         if state:
@@ -847,6 +903,8 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
         train_set = build_train_set(args, config, movies)
         if flow_fn is not None:
             train_set.skip_flows = True  # the DataLoader does no flow work
+        if args.denoise and not args.pretrained and not state:
+            unit_variance_start(training.unwrap(netG), train_set, trainer, args, dist, main)
         check_vgg_size(args, train_set, out_scale)
         drop_last = netD is not None and gan_drop_last(args, netD, train_set, out_scale, dist.world_size)
         if drop_last and main:
@@ -891,8 +949,7 @@ def train(args: argparse.Namespace, dist: training.DistInfo) -> int:
                 if "val_psnr" in record and record["val_psnr"] > best.get("val_psnr", float("-inf")):
                     best = {"epoch": epoch, "val_psnr": record["val_psnr"], "val_ssim": record.get("val_ssim")}
                     checkpoint.save_generator(training.best_path(args.save_folder, scale), training.unwrap(netG),
-                                              config, extra=dict(best, **dict(generator_extra(args),
-                                                                        residual=residual_upscale(args))))
+                                              config, extra=dict(best, **best_extra(args)))
                 run_log.log_epoch(record)
                 logger.info(epoch_line(record, last_saved if save_due else None, label))
             training.barrier(dist)
@@ -923,6 +980,10 @@ def log_denoise_validation(args: argparse.Namespace, eval_loader, dist: training
         def forward(self, x, neighbours, flows):
             return x
 
+    class ZeroCorrection(nn.Module):
+        def forward(self, x, neighbours, flows):
+            return x * 0
+
     logger.info(f"validation (--denoise): {psnr}/SSIM on the [0, 1] scale against the --target {args.target} "
                 f"target, {TARGET_MEANING[args.target]}")
     scores = training.validate(RawInput(), eval_loader, dist.device, 1, "fp32", None, args.eval_max_frames,
@@ -930,6 +991,12 @@ def log_denoise_validation(args: argparse.Namespace, eval_loader, dist: training
     if scores:
         logger.info(f"validation baseline, the raw input frame against the same targets: {psnr} "
                     f"{scores['val_psnr']:.3f} dB, SSIM {scores['val_ssim']:.4f}")
+    if args.residual and args.residual_base == "mean":
+        scores = training.validate(ZeroCorrection(), eval_loader, dist.device, 1, "fp32", "mean",
+                                   args.eval_max_frames, args.channels_last, denoise=True)
+        if scores:
+            logger.info(f"validation baseline, the plain mean of the frames G sees (G's start): {psnr} "
+                        f"{scores['val_psnr']:.3f} dB, SSIM {scores['val_ssim']:.4f}")
 
 
 def epoch_line(record: Dict, saved: Optional[str], metric: str = "Y-PSNR") -> str:

@@ -478,15 +478,17 @@ def super_resolve_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray,
 def denoise_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray, object]], nFrames: int, *,
                  future_frame: bool = True, edge: str = "centre", tile: int = 0, overlap: int = DEFAULT_OVERLAP,
                  precision: str = "fp32", device: Optional[torch.device] = None, flows: str = "pyflow",
-                 warping: bool = False, residual: bool = False, blank: Iterable[int] = (), flow_threads: int = 0,
-                 prefetch: bool = True, flow_fn: Optional[Callable] = None,
+                 warping: bool = False, residual: Optional[str] = None, blank: Iterable[int] = (),
+                 flow_threads: int = 0, prefetch: bool = True, flow_fn: Optional[Callable] = None,
                  keep: Optional[Callable[[int], bool]] = None) -> Iterator[Tuple[int, object, np.ndarray, np.ndarray]]:
     """Denoise a movie frame by frame with a denoising generator (its output has the input's size); memory stays
     bounded by the nFrames window, and flows are prefetched, as in ``super_resolve_clip``.
 
     ``items`` yields ``(frame, payload)``: float (H, W, C) frames, C = 1 or 3, normalised to [0, 1]
     (``denoise_data.preprocess``). Yields ``(t, payload, frame, out)`` with ``out`` the (H, W, C) float32 model output,
-    not clipped (``residual``: plus the frame, for generators trained to output a correction).
+    not clipped. ``residual`` (generators trained to output a correction): "mean" adds the mean of the frame and the
+    neighbours as the network saw them (warped with ``warping``); any other true value adds the frame itself.
+    ``nFrames`` 1 is the single-frame form (no neighbours).
 
     - Neighbours beyond the movie ends follow ``edge`` (``neighbour_index``).
     - ``flows``: "pyflow" (``denoise_data.compute_flows`` on the normalised whole frames, also when tiled) or "zero".
@@ -500,7 +502,7 @@ def denoise_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray, objec
     """
     if flows not in denoise_data.FLOW_METHODS:
         raise InferenceError(f"unknown flow method {flows!r}; use one of {', '.join(denoise_data.FLOW_METHODS)}")
-    offsets = neighbour_offsets(nFrames, future_frame)
+    offsets = [] if nFrames == 1 else neighbour_offsets(nFrames, future_frame)
     precision = check_precision(precision, device if device is not None else next(model.parameters()).device)
     blank = {int(t) for t in blank}
 
@@ -541,7 +543,9 @@ def denoise_clip(model: torch.nn.Module, items: Iterable[Tuple[np.ndarray, objec
         if out.shape != frame.shape:
             raise InferenceError(f"the model turned a {frame.shape} frame into {out.shape}; denoising needs a "
                                  "generator whose output has the input's size and channels")
-        if residual:
+        if residual == "mean":
+            out = out + np.mean(np.stack([frame] + list(neighbours)), axis=0)
+        elif residual:
             out = out + frame
         return t, payload, frame, out.astype(np.float32)
 

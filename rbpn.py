@@ -41,6 +41,8 @@ class Net(nn.Module):
 
     For each neighbour j (in list order): ``h0 = DBPN(L)`` (SISR branch), ``h1 = res_feat1(feat1(x, nb_j, flow_j))``
     (MISR branch), ``H_j = h0 + res_feat2(h0 - h1)``, ``L = res_feat3(H_j)``; the output conv fuses all ``H_j``.
+    ``nFrames=1`` is the single-frame form (the ``--denoise`` baseline): it takes no neighbours and runs one projection
+    with the frame itself as the neighbour and a zero flow; its parameters have the shapes of ``nFrames=2``.
 
     ``config`` holds the constructor arguments plus ``arch`` ("Net") and ``task`` ("sr", or "denoise" for scale 1);
     rebuild with ``from_config(config)``.
@@ -52,8 +54,8 @@ class Net(nn.Module):
                  n_resblock: int = 5, nFrames: int = 7, scale_factor: int = 4):
         super().__init__()
         self._check_scale(scale_factor)
-        if nFrames < 2:
-            raise ValueError(f"nFrames must be at least 2 (the target frame plus one neighbour), got {nFrames}")
+        if nFrames < 1:
+            raise ValueError(f"nFrames must be at least 1 (the target frame, plus its neighbours), got {nFrames}")
         if num_channels < 1:
             raise ValueError(f"num_channels must be at least 1 (1 grey, 3 colour), got {num_channels}")
         kernel, stride, padding = projection_params(scale_factor)
@@ -76,8 +78,8 @@ class Net(nn.Module):
                                        ConvBlock(feat, feat, 3, 1, 1))
         self.res_feat3 = nn.Sequential(*[ResnetBlock(feat) for _ in range(n_resblock)],
                                        ConvBlock(feat, base_filter, kernel, stride, padding))
-        # Reconstruction from all the HR projections.
-        self.output = self._output_block((nFrames - 1) * feat, num_channels)
+        # Reconstruction from all the HR projections (nFrames 1 makes one, from the frame itself).
+        self.output = self._output_block(max(nFrames - 1, 1) * feat, num_channels)
         init_weights(self)
 
     @staticmethod
@@ -116,6 +118,8 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor, neighbor: Sequence[torch.Tensor],
                 flow: Sequence[torch.Tensor]) -> torch.Tensor:
         self._check_inputs(x, neighbor, flow)
+        if self.nFrames == 1:  # the single-frame form: the frame is its own neighbour, with a zero flow
+            neighbor, flow = [x], [x.new_zeros((x.shape[0], 2) + tuple(x.shape[2:]))]
         state = self.feat0(x)
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         projections: List[torch.Tensor] = []

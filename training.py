@@ -252,6 +252,7 @@ class Trainer:
         residual: bool = False,
         channels_last: bool = False,
         flow_fn: Optional[Callable] = None,
+        prepare_fn: Optional[Callable] = None,
     ) -> None:
         if mode not in ("gan", "l1", "mse"):
             raise ValueError(f"unknown loss mode {mode!r}")
@@ -264,6 +265,8 @@ class Trainer:
         self.residual = residual
         self.channels_last = channels_last
         self.flow_fn = flow_fn  # (inp, neighbours) -> flows: computed in the step (the batch's flows are ignored)
+        # (inp, neighbours, flows, base) -> (neighbours, base), after flow_fn (--denoise: warping, the mean base)
+        self.prepare_fn = prepare_fn
         self.netG = netG
         self.netD = netD
         self.criterion = criterion if mode == "gan" else (nn.L1Loss() if mode == "l1" else nn.MSELoss())
@@ -279,6 +282,8 @@ class Trainer:
     def _generate(self, inp, neighbours, flows, bicubic) -> torch.Tensor:
         if self.flow_fn is not None:
             flows = self.flow_fn(inp, neighbours)
+            if self.prepare_fn is not None:
+                neighbours, bicubic = self.prepare_fn(inp, neighbours, flows, bicubic)
         fake = self.netG(inp, neighbours, flows)
         if self.residual:
             fake = fake + bicubic
@@ -523,6 +528,8 @@ def batch_flow_fn(device: torch.device) -> Callable:
     from pyflow import torch_flow
 
     def flows_of(inp: torch.Tensor, neighbours: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        if not neighbours:  # the single-frame model
+            return []
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
             k = len(neighbours)
             first = inp.float().clamp(0, 1).contiguous().repeat(k, 1, 1, 1)
@@ -531,6 +538,22 @@ def batch_flow_fn(device: torch.device) -> Callable:
         return list(flow.to(inp.device).chunk(k))
 
     return flows_of
+
+
+def denoise_step_inputs(warping: bool, base: Optional[str]) -> Callable:
+    """For ``--denoise`` with the torch flow: after the step computed the flows, warp the neighbours onto the input
+    (``warping``) and rebuild the residual base from the frames G sees (``base`` "mean"), as the DataLoader does
+    with the C++ flows. Returns ``(inp, neighbours, flows, base) -> (neighbours, base)``."""
+    from denoise_data import warp_backward_batch
+
+    def prepare(inp: torch.Tensor, neighbours: Sequence[torch.Tensor], flows: Sequence[torch.Tensor],
+                bicubic: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        nbs = [warp_backward_batch(nb, fl) for nb, fl in zip(neighbours, flows)] if warping else list(neighbours)
+        if base == "mean":
+            bicubic = torch.stack([inp] + nbs).mean(dim=0)
+        return nbs, bicubic
+
+    return prepare
 
 
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -572,7 +595,8 @@ def validate(
     the bicubic method ("pil" / "matlab") whose upscale of the LR input is added to G's output, as in training
     (``--residual`` with ``--degradation``), or None.
     ``denoise``: the output has the input's size and is compared with the sample's target on the float [0, 1] scale
-    (times 255, not rounded); a truthy ``residual`` then adds the input itself.
+    (times 255, not rounded); a truthy ``residual`` then adds the sample's base (its ``bicubic`` slot: the input
+    frame, or the frames' mean with ``--residual_base mean``).
     """
     import metrics
     from inference import sr_image
@@ -591,7 +615,7 @@ def validate(
             sr = sr.float()
             for i in range(sr.shape[0]):
                 if denoise:
-                    pred = tensor_to_float255(sr[i] + inp[i] if residual else sr[i])
+                    pred = tensor_to_float255(sr[i] + bicubic[i] if residual else sr[i])
                     gt = tensor_to_float255(target[i])
                 else:
                     pred = metrics.to_uint8(sr_image(sr[i], tensor_to_uint8(inp[i]), scale, residual))

@@ -260,11 +260,11 @@ def test_make_sample_refuses_bad_windows():
     with pytest.raises(UserError):
         make_sample(frames, "median", random.Random(0), zero_flow_fn(frames))  # median needs an even length
     with pytest.raises(UserError):
-        make_sample(frames[:2], "n2n", random.Random(0), zero_flow_fn(frames))
+        make_sample(frames[:1], "n2n", random.Random(0), zero_flow_fn(frames))  # no target besides the input
     with pytest.raises(UserError):
         make_sample(frames, "mean", random.Random(0), zero_flow_fn(frames))
     with pytest.raises(UserError):
-        window_length("n2n", 1)
+        window_length("n2n", 0)
 
 
 @pytest.mark.parametrize("mode", ["n2n", "median"])
@@ -486,3 +486,101 @@ def test_cached_whole_frame_flows_are_cropped_with_the_patch(monkeypatch):
         np.testing.assert_array_equal(inp[0].numpy(), movie[centre, y0 : y0 + 8, x0 : x0 + 8, 0])
         corners.add((y0, x0))
     assert len(corners) > 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The interleaved target, the single-frame windows, the mean base and the step's flows
+
+
+def test_interleaved_sees_even_offsets_and_targets_the_unwarped_mean_of_the_two_between():
+    rng = random.Random(0)
+    for n_frames in (1, 3, 5, 7):
+        length = window_length("interleaved", n_frames)
+        assert length == max(3, 2 * n_frames - 1)
+        assert denoise_data.network_frames("interleaved", length) == n_frames
+        frames = [np.full((4, 5, 1), float(i)) for i in range(length)]
+        asked = []
+
+        def flow_fn(src, dsts, asked=asked):
+            asked.extend(dsts)
+            return [np.zeros((2, 4, 5), np.float32) for _ in dsts]
+
+        inp, target, neighbours, flows, idx = make_sample(frames, "interleaved", rng, flow_fn)
+        c = length // 2
+        assert idx["input"] == c and idx["target"] == [c - 1, c + 1]
+        offsets = [i - c for i in idx["neighbours"]]
+        assert offsets == sorted(offsets) and sorted(abs(o) for o in offsets) == sorted(
+            2 * k for k in range(1, n_frames // 2 + 1) for _ in (0, 1))
+        assert len(neighbours) == len(flows) == n_frames - 1
+        np.testing.assert_allclose(target, float(c))  # the mean of frames c - 1 and c + 1
+        assert not set(asked) & {c - 1, c + 1}  # the target is never warped, so no flow is computed for it
+
+
+def test_interleaved_needs_an_odd_nframes():
+    with pytest.raises(UserError, match="odd nFrames"):
+        window_length("interleaved", 4)
+    with pytest.raises(UserError, match="odd number of frames"):
+        denoise_data.network_frames("interleaved", 6)
+
+
+@pytest.mark.parametrize("mode, length", [("n2n", 2), ("select", 2), ("median", 2), ("interleaved", 3)])
+def test_single_frame_windows(mode, length):
+    """nFrames 1 (the single-frame model): the input and a target, no neighbours."""
+    assert window_length(mode, 1) == length
+    frames = [np.full((4, 4, 1), float(i)) for i in range(length)]
+    for seed in range(5):
+        inp, target, neighbours, flows, idx = make_sample(frames, mode, random.Random(seed), zero_flow_fn(frames),
+                                                          score_range=None)
+        assert neighbours == [] and flows == []
+        assert idx["input"] not in idx["target"]
+
+
+def test_dataset_mean_base_is_the_mean_of_the_frames_the_network_sees():
+    movie = shifting_movie(9, 24, 24, dx=1)
+    for warping in (False, True):
+        data = DenoiseDataset([movie], n_frames=3, target="interleaved", patch_size=16, warping=warping,
+                              base="mean")
+        data.reseed(0)
+        inp, target, neighbours, flows, base = data[2]
+        torch.testing.assert_close(base, torch.stack([inp] + neighbours).mean(dim=0))
+        assert not torch.allclose(base, inp)
+    frame_base = DenoiseDataset([movie], n_frames=3, target="interleaved", patch_size=16)[2]
+    torch.testing.assert_close(frame_base[4], frame_base[0])
+    with pytest.raises(UserError, match="residual base"):
+        DenoiseDataset([movie], n_frames=3, base="median")
+
+
+def test_skip_flows_leaves_flows_and_warping_to_the_training_step(monkeypatch):
+    movie = shifting_movie(9, 24, 24, dx=1)
+    asked = []
+    real = denoise_data.compute_flows
+
+    def counting(center, others, threads=0):
+        asked.append(len(others))
+        return real(center, others, threads)
+
+    monkeypatch.setattr(denoise_data, "compute_flows", counting)
+    data = DenoiseDataset([movie], n_frames=3, target="interleaved", patch_size=0, warping=True, base="mean",
+                          data_augmentation=False, gamma=None)
+    data.skip_flows = True
+    inp, target, neighbours, flows, base = data[1]
+    assert asked == [] and all(torch.count_nonzero(f) == 0 for f in flows)
+    _, window = data.window(1)
+    c = len(window) // 2
+    for nb, d in zip(neighbours, (-2, 2)):  # the frames as they are: the step warps them with its own flows
+        torch.testing.assert_close(nb, torch.from_numpy(movie[window[c + d]].transpose(2, 0, 1).copy()))
+    data.skip_flows = False
+    warped = data[1][2]
+    assert asked and not torch.allclose(warped[0], neighbours[0])
+
+
+def test_warp_backward_batch_equals_warp_backward():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 2, 11, 13)).astype(np.float32)
+    flows = (rng.normal(0, 3, (3, 2, 11, 13))).astype(np.float32)  # some samples fall outside: clamped
+    out = denoise_data.warp_backward_batch(torch.from_numpy(images), torch.from_numpy(flows)).numpy()
+    for i in range(3):
+        expected = warp_backward(images[i].transpose(1, 2, 0), flows[i]).transpose(2, 0, 1)
+        np.testing.assert_allclose(out[i], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="flows"):
+        denoise_data.warp_backward_batch(torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 4, 5))

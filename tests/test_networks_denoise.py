@@ -343,3 +343,52 @@ def test_cli_info_and_convert_of_a_denoiser(tmp_path, capsys):
     assert "'arch': 'Net2'" in out and "'task': 'denoise'" in out and "denoising grey Net2 (x2 inside)" in out
     checkpoint.main(["convert", str(plain), str(conv)])
     assert checkpoint.read_checkpoint(conv)[1]["config"] == src.config
+
+
+# --------------------------------------------------------------------------------------------- single frame, init
+
+
+@pytest.mark.parametrize("cls, scale", [(rbpn.Net, 1), (rbpn.Net2, 2)])
+def test_single_frame_model_sees_only_the_frame(cls, scale, tmp_path):
+    """nFrames 1: no neighbours; one projection with the frame as its own neighbour and a zero flow, so it has the
+    parameters of nFrames 2 and equals nFrames 2 fed (x, [x], [0])."""
+    single = _tiny(cls, num_channels=1, scale_factor=scale, nFrames=1)
+    pair = _tiny(cls, num_channels=1, scale_factor=scale, nFrames=2)
+    assert {k: v.shape for k, v in single.state_dict().items()} == {k: v.shape for k, v in pair.state_dict().items()}
+    pair.load_state_dict(single.state_dict())
+    x = torch.rand(2, 1, 9, 8)
+    out = single(x, [], [])
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, pair(x, [x], [torch.zeros(2, 2, 9, 8)]))
+    with pytest.raises(ValueError, match="nFrames-1 = 0"):
+        single(x, [x], [torch.zeros(2, 2, 9, 8)])
+    # The stored config keeps nFrames 1 although the shapes say 2.
+    path = tmp_path / "single.pth"
+    checkpoint.save_generator(str(path), single, single.config)
+    net, config = checkpoint.build_generator(str(path), expect={"task": "denoise"})
+    assert config["nFrames"] == 1 and net.nFrames == 1
+    torch.testing.assert_close(net(x, [], []), out)
+    with pytest.raises(ValueError, match="at least 1"):
+        _tiny(nFrames=0)
+
+
+def test_unit_variance_init_tames_the_recurrent_features():
+    """RBPN's init lets the features grow with every neighbour at scale 1; scale_to_unit_variance brings them to
+    about 1, and the output conv in ``skip`` is left alone."""
+    from base_networks import scale_to_unit_variance
+
+    net = _tiny(num_channels=1, scale_factor=1, nFrames=5, base_filter=32, feat=16, n_resblock=2)
+    x, nbs, flows = _inputs(net, 24, 24, batch=2)
+    seen = {}
+    net.output.register_forward_hook(lambda m, i, o: seen.update(features=i[0].detach()))
+    with torch.no_grad():
+        net(x, nbs, flows)
+    before = float(seen["features"].pow(2).mean().sqrt())
+    output_weight = net.output.conv.weight.clone()
+    changed = scale_to_unit_variance(net, lambda: net(x, nbs, flows), skip=[net.output.conv])
+    x2, nbs2, flows2 = _inputs(net, 24, 24, batch=2, seed=1)  # other data: the scaling carries over
+    with torch.no_grad():
+        net(x2, nbs2, flows2)
+    after = float(seen["features"].pow(2).mean().sqrt())
+    assert before > 1e3 and changed > 0 and 0.3 < after < 10, (before, after)
+    assert torch.equal(net.output.conv.weight, output_weight)

@@ -557,3 +557,53 @@ def test_torch_flow_backend_denoises_like_the_cpp_flow(movie, grey_ckpt, tmp_pat
     assert calls  # the torch run used the torch flow
     scale = np.percentile(outs["cpp"], 99.5) - np.percentile(outs["cpp"], 0.5)
     assert np.abs(outs["torch"] - outs["cpp"]).mean() / scale < 0.01
+
+
+# ------------------------------------------------------------------------------------------- residual bases, nFrames 1
+
+
+class Zero(nn.Module):
+    """A denoiser whose correction is zero: with a residual base the output is the base itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, neighbours, flows):
+        return x * 0 + self.weight
+
+
+def test_mean_residual_adds_the_correction_to_the_mean_of_the_frames_seen():
+    rng = np.random.default_rng(0)
+    frames = [rng.random((6, 8, 1)).astype(np.float32) for _ in range(5)]
+    items = [(f, t) for t, f in enumerate(frames)]
+    out = {t: o for t, _, _, o in inference.denoise_clip(Zero(), items, 3, residual="mean", flows="zero",
+                                                         prefetch=False)}
+    np.testing.assert_allclose(out[2], (frames[1] + frames[2] + frames[3]) / 3, atol=1e-6)
+    np.testing.assert_allclose(out[0], (2 * frames[0] + frames[1]) / 3, atol=1e-6)  # 'centre' edge: frame 0 twice
+    frame_base = {t: o for t, _, _, o in inference.denoise_clip(Zero(), items, 3, residual="frame", flows="zero")}
+    np.testing.assert_allclose(frame_base[2], frames[2], atol=1e-6)
+    single = {t: o for t, _, _, o in inference.denoise_clip(Zero(), items, 1, residual="mean", flows="zero")}
+    np.testing.assert_allclose(single[4], frames[4], atol=1e-6)  # nFrames 1: no neighbours, the mean is the frame
+
+
+def test_single_frame_and_mean_base_checkpoints_denoise(movie, tmp_path, capsys):
+    """A project checkpoint of the single-frame model (nFrames 1) and one trained with --residual_base mean run
+    through the CLI; a zero-correction mean-base model's output is the plain temporal mean."""
+    import rbpn
+
+    torch.manual_seed(0)
+    single = _tame(rbpn.Net(**dict(GREY_NET, nFrames=1)))
+    ckpt = _save(tmp_path, "single.pth", single, extra={"residual": "frame"})
+    _denoise(movie, tmp_path / "single", ckpt, capsys, "--no-eval", "--precision", "fp32")
+    assert np.load(tmp_path / "single" / "scan.npy").shape == (7, 24, 32)
+
+    net = rbpn.Net(**GREY_NET)
+    with torch.no_grad():
+        net.output.conv.weight.zero_()
+        net.output.conv.bias.zero_()
+    ckpt = _save(tmp_path, "mean.pth", net, extra={"residual": "mean", "denoise": {"flows": "zero", "level": False}})
+    _denoise(movie, tmp_path / "mean", ckpt, capsys, "--precision", "fp32", "--edge", "clamp")
+    report = json.loads((tmp_path / "mean" / "metrics.json").read_text())["movies"]["scan"]
+    scores = report["no_reference"]["n2n_psnr"]
+    assert scores["model"] == pytest.approx(scores["mean3"], abs=0.02)  # the model is the 3-frame mean

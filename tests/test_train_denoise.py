@@ -103,7 +103,11 @@ def test_choices_match_the_data_module():
     (["--no-level"], "--no-level only applies with --denoise"),
     (["--channel", "topography"], "--channel only applies with --denoise"),
     (["--denoise", "--eval_dir", "x", "--eval_file_list", "l.txt"], "--eval_file_list"),
-    (["--denoise", "--nFrames", "1"], "no single-frame form; use --nFrames 2 or more"),
+    (["--denoise", "--nFrames", "0"], "at least 1 with --denoise"),
+    (["--nFrames", "1"], "at least 2"),
+    (["--residual_base", "mean"], "--residual_base only applies with --denoise"),
+    (["--denoise", "--residual_base", "mean"], "--residual_base only applies with --residual"),
+    (["--denoise", "--target", "interleaved", "--nFrames", "4"], "odd --nFrames"),
 ])
 def test_options_of_the_other_mode_are_refused(argv, message):
     with pytest.raises(UserError, match=message):
@@ -126,7 +130,7 @@ def test_denoise_training_learns_and_records_its_preprocessing(tmp_path, grey_mo
     assert meta["config"]["task"] == "denoise" and meta["config"]["num_channels"] == 1
     assert meta["config"]["arch"] == "Net" and meta["config"]["scale_factor"] == 1
     assert meta["denoise"] == {"target": "n2n", "warping": False, "flows": "zero", "level": True, "channel": None,
-                               "normalisation": "per-movie robust percentiles 0.5/99.5"}
+                               "normalisation": "per-movie robust percentiles 0.5/99.5", "residual_base": "frame"}
     net, config = checkpoint.build_generator(str(out / "netG_epoch_1_5.pth"),
                                              expect={"task": "denoise", "num_channels": 1})
     x = torch.rand(1, 1, 20, 24)
@@ -179,7 +183,7 @@ def test_colour_movies_train_a_colour_denoiser(tmp_path, colour_movie):
     assert "val Y-PSNR vs the n2n target" in (out / "train.log").read_text()
 
 
-@pytest.mark.parametrize("target", ["n2n", "select", "median"])
+@pytest.mark.parametrize("target", ["n2n", "select", "median", "interleaved"])
 def test_each_target_trains(tmp_path, grey_movie, target):
     out = tmp_path / "run"
     assert run(["--data_dir", grey_movie, "--save_folder", out, "--target", target] + ONE_STEP) == 0
@@ -374,3 +378,78 @@ def test_residual_denoiser_starts_as_the_identity():
     assert net(x, nbs, flows).abs().max() > 0.1  # RBPN's random init outputs far from zero
     iSeeBetterTrain.start_as_identity(net)
     assert torch.equal(net(x, nbs, flows), torch.zeros_like(x))
+
+
+def test_mean_base_starts_as_the_temporal_mean_and_is_recorded(tmp_path, grey_movie):
+    """--residual --residual_base mean: G's correction is added to the mean of the frames it sees; G starts at zero,
+    the best checkpoint records "mean" too, and the log names the mean baseline."""
+    out = tmp_path / "run"
+    assert run(["--data_dir", grey_movie, "--save_folder", out, "--residual", "--residual_base", "mean", "--target",
+                "interleaved", "--eval_dir", grey_movie, "--eval_max_frames", "2"] + ONE_STEP) == 0
+    for name in ("netG_epoch_1_1.pth", "netG_best_1.pth"):
+        meta = meta_of(out / name)
+        assert meta["residual"] == "mean" and meta["denoise"]["residual_base"] == "mean"
+        assert meta["denoise"]["target"] == "interleaved"
+        assert checkpoint.build_generator(str(out / name), expect={"task": "denoise"})[1]["residual"] == "mean"
+    log = (out / "train.log").read_text()
+    assert "the plain mean of the frames G sees" in log and "conv rescalings to unit-variance" in log
+
+
+def test_single_frame_model_trains_and_is_recorded(tmp_path, grey_movie):
+    out = tmp_path / "run"
+    assert run(["--data_dir", grey_movie, "--save_folder", out, "--nFrames", "1", "--residual", "--eval_dir",
+                grey_movie, "--eval_max_frames", "2"] + ONE_STEP) == 0
+    net, config = checkpoint.build_generator(str(out / "netG_epoch_1_1.pth"), expect={"task": "denoise"})
+    assert config["nFrames"] == 1 and net.nFrames == 1
+    x = torch.rand(1, 1, 16, 16)
+    assert net(x, [], []).shape == x.shape
+    assert "training samples: 11," in (out / "train.log").read_text()  # 12 frames, 2-frame n2n windows
+
+
+def test_torch_flow_in_denoise_training_warps_in_the_step(tmp_path, grey_movie, monkeypatch):
+    """--flow_backend torch with --denoise: the DataLoader computes no neighbour flow; the step computes them for
+    the batch, warps the neighbours and rebuilds the mean base."""
+    import denoise_data
+
+    calls = []
+    real_prepare = training.denoise_step_inputs
+
+    def spying_prepare(warping, base):
+        prepare = real_prepare(warping, base)
+
+        def wrapped(inp, neighbours, flows, bicubic):
+            calls.append((warping, base, [float(f.abs().sum()) for f in flows]))
+            return prepare(inp, neighbours, flows, bicubic)
+
+        return wrapped
+
+    def no_loader_flows(*args, **kwargs):
+        raise AssertionError("the DataLoader computed a flow")
+
+    monkeypatch.setattr(training, "denoise_step_inputs", spying_prepare)
+    monkeypatch.setattr(denoise_data, "compute_flows", no_loader_flows)
+    out = tmp_path / "run"
+    args = [a if a != "zero" else "pyflow" for a in TINY]
+    assert iSeeBetterTrain.main([str(a) for a in args + ["--data_dir", grey_movie, "--save_folder", out,
+                                                        "--flow_backend", "torch", "--warping", "--residual",
+                                                        "--residual_base", "mean", "--target", "interleaved"]
+                                 + ONE_STEP]) == 0
+    assert calls and calls[0][:2] == (True, "mean") and all(s > 0 for s in calls[0][2])  # real flows in the step
+    assert "pyflow.torch_flow on cpu" in (out / "train.log").read_text()
+
+
+def test_denoise_step_inputs_match_the_loaders_warp_and_mean():
+    import denoise_data
+
+    rng = np.random.default_rng(0)
+    inp = torch.from_numpy(rng.random((2, 1, 12, 14)).astype(np.float32))
+    nbs = [torch.from_numpy(rng.random((2, 1, 12, 14)).astype(np.float32)) for _ in range(2)]
+    flows = [torch.from_numpy(rng.normal(0, 2, (2, 2, 12, 14)).astype(np.float32)) for _ in range(2)]
+    warped, base = training.denoise_step_inputs(True, "mean")(inp, nbs, flows, inp)
+    for nb, fl, w in zip(nbs, flows, warped):
+        for i in range(2):
+            expected = denoise_data.warp_backward(nb[i].numpy().transpose(1, 2, 0), fl[i].numpy())
+            np.testing.assert_allclose(w[i].numpy().transpose(1, 2, 0), expected, atol=1e-5)
+    torch.testing.assert_close(base, torch.stack([inp] + warped).mean(dim=0))
+    same, frame_base = training.denoise_step_inputs(False, None)(inp, nbs, flows, inp)
+    assert same == nbs and frame_base is inp
