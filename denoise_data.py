@@ -188,6 +188,22 @@ def preprocess(frames: np.ndarray, level: bool = True, blank_tol: float = 1e-3, 
     return norm.forward(data).astype(np.float32), norm, blank
 
 
+def temporal_bin(frames: np.ndarray, blank: Sequence[int], factor: int) -> Tuple[np.ndarray, List[int]]:
+    """A movie binned in time: frame i is the mean of frames ``factor*i .. factor*i + factor - 1`` (a leftover
+    short group is dropped); blank where any of its frames is. Independent noise drops by sqrt(factor) and the
+    scene moves ``factor`` times as far per frame: a training movie at another noise level and speed."""
+    if factor < 1:
+        raise UserError(f"a temporal bin must be at least 1 frame, got {factor}")
+    frames = _as_movie(frames)
+    count = frames.shape[0] // factor
+    if factor == 1:
+        return frames, sorted(int(t) for t in blank)
+    binned = frames[: count * factor].reshape((count, factor) + frames.shape[1:]).astype(np.float64).mean(axis=1)
+    skip = {int(t) for t in blank}
+    binned_blank = [i for i in range(count) if skip & set(range(factor * i, factor * i + factor))]
+    return binned.astype(np.float32), binned_blank
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Optical flow and warping
 

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flows", choices=DENOISE_FLOWS, default="pyflow", help="optical flow: pyflow, or zero flows")
     g.add_argument("--channel", default=None, help=".asd channel to train on, by name or index (default: the first)")
     add_bool(g, "level", True, "subtract each scan line's median before normalising (SPM line levelling)")
+    g.add_argument("--temporal_bin", type=int, nargs="+", default=[1], metavar="K",
+                   help="also train on each movie binned in time by K (the mean of K consecutive scans: noise / "
+                        "sqrt(K), K times the motion), e.g. 1 2; 1 = the movies as they are")
 
     g = p.add_argument_group("validation")
     g.add_argument("--eval_dir", default=None, help="evaluation data folder (or a video / frame folder)")
@@ -200,6 +203,7 @@ def check_mode(args: argparse.Namespace) -> None:
         if args.upscale_factor == 1:
             raise UserError("--upscale_factor 1 is for --denoise only; super-resolution takes 2, 4 or 8")
         changed = (("--target", args.target != "n2n"), ("--warping", args.warping), ("--flows", args.flows != "pyflow"),
+                   ("--temporal_bin", args.temporal_bin != [1]),
                    ("--residual_base", args.residual_base != "frame"),
                    ("--channel", args.channel is not None), ("--no-level", not args.level))
         for flag, given in changed:
@@ -209,6 +213,8 @@ def check_mode(args: argparse.Namespace) -> None:
     if args.eval_file_list:
         raise UserError("--eval_file_list lists super-resolution frames; with --denoise, --eval_dir is a movie or a "
                         "folder of movies and needs no list")
+    if any(k < 1 for k in args.temporal_bin):
+        raise UserError(f"--temporal_bin takes factors of 1 or more, got {args.temporal_bin}")
     if args.residual_base != "frame" and not args.residual:
         raise UserError("--residual_base only applies with --residual; add --residual or leave it out")
 
@@ -312,7 +318,8 @@ def denoise_record(args: argparse.Namespace) -> Dict[str, Any]:
     """The preprocessing and targets of a ``--denoise`` run, recorded as ``denoise`` in its checkpoints so that the
     tester prepares its input movies the same way (``channel`` None = the first .asd channel)."""
     return {"target": args.target, "warping": bool(args.warping), "flows": args.flows, "level": bool(args.level),
-            "channel": args.channel, "normalisation": NORMALISATION, "residual_base": args.residual_base}
+            "channel": args.channel, "normalisation": NORMALISATION, "residual_base": args.residual_base,
+            "temporal_bin": list(args.temporal_bin)}
 
 
 def generator_extra(args: argparse.Namespace) -> Dict[str, Any]:
@@ -405,6 +412,22 @@ def read_movies(path: str, option: str, args: argparse.Namespace) -> List[Prepar
         raise UserError(f"{option}: the movies mix grey and colour data ({shown}); train on one kind: keep them in "
                         "separate folders")
     return movies
+
+
+def binned_movies(movies: List[PreparedMovie], factors: List[int]) -> List[PreparedMovie]:
+    """The movies, plus each binned in time by every factor > 1 of ``--temporal_bin`` (``denoise_data.temporal_bin``);
+    a binned movie too short for any window is left to the dataset, which skips it with a warning."""
+    import denoise_data
+
+    out = [m for m in movies] if 1 in factors else []
+    for factor in sorted({k for k in factors if k > 1}):
+        for m in movies:
+            frames, blank = denoise_data.temporal_bin(m.frames, m.blank, factor)
+            if len(frames):
+                out.append(PreparedMovie(f"{m.path}#bin{factor}", frames, blank, m.normalisation, m.channel))
+    if not out:
+        raise UserError(f"--temporal_bin {' '.join(map(str, factors))}: every movie is shorter than one bin")
+    return out
 
 
 def check_movie_lengths(movies: List[PreparedMovie], option: str, args: argparse.Namespace, n_frames: int) -> None:
@@ -546,7 +569,7 @@ def build_train_set(args: argparse.Namespace, config: Dict, movies: Optional[Lis
     import data
 
     if args.denoise:
-        return build_denoise_set(movies, args, config, True, "--data_dir")
+        return build_denoise_set(binned_movies(movies, args.temporal_bin), args, config, True, "--data_dir")
     return data.get_training_set(
         args.data_dir, args.nFrames, args.upscale_factor, args.data_augmentation, args.file_list,
         args.other_dataset, args.patch_size, args.future_frame, degradation=args.degradation,

@@ -584,3 +584,18 @@ def test_warp_backward_batch_equals_warp_backward():
         np.testing.assert_allclose(out[i], expected, atol=1e-5)
     with pytest.raises(ValueError, match="flows"):
         denoise_data.warp_backward_batch(torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 4, 5))
+
+
+def test_temporal_bin_averages_disjoint_groups_and_marks_blank_groups():
+    movie = np.arange(7, dtype=np.float32)[:, None, None, None] * np.ones((7, 2, 3, 1), np.float32)
+    binned, blank = denoise_data.temporal_bin(movie, [3], 2)
+    assert binned.shape == (3, 2, 3, 1)  # the leftover frame 6 is dropped
+    np.testing.assert_allclose(binned[:, 0, 0, 0], [0.5, 2.5, 4.5])
+    assert blank == [1]  # frames 2 and 3, and 3 is blank
+    same, same_blank = denoise_data.temporal_bin(movie, [3], 1)
+    assert same is not None and np.array_equal(same, movie) and same_blank == [3]
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (400, 8, 8, 1)).astype(np.float32)
+    assert np.std(denoise_data.temporal_bin(noise, [], 4)[0]) == pytest.approx(0.5, rel=0.05)  # noise / sqrt(4)
+    with pytest.raises(UserError, match="at least 1"):
+        denoise_data.temporal_bin(movie, [], 0)

@@ -108,6 +108,8 @@ def test_choices_match_the_data_module():
     (["--residual_base", "mean"], "--residual_base only applies with --denoise"),
     (["--denoise", "--residual_base", "mean"], "--residual_base only applies with --residual"),
     (["--denoise", "--target", "interleaved", "--nFrames", "4"], "odd --nFrames"),
+    (["--temporal_bin", "2"], "--temporal_bin only applies with --denoise"),
+    (["--denoise", "--temporal_bin", "1", "0"], "factors of 1 or more"),
 ])
 def test_options_of_the_other_mode_are_refused(argv, message):
     with pytest.raises(UserError, match=message):
@@ -130,7 +132,8 @@ def test_denoise_training_learns_and_records_its_preprocessing(tmp_path, grey_mo
     assert meta["config"]["task"] == "denoise" and meta["config"]["num_channels"] == 1
     assert meta["config"]["arch"] == "Net" and meta["config"]["scale_factor"] == 1
     assert meta["denoise"] == {"target": "n2n", "warping": False, "flows": "zero", "level": True, "channel": None,
-                               "normalisation": "per-movie robust percentiles 0.5/99.5", "residual_base": "frame"}
+                               "normalisation": "per-movie robust percentiles 0.5/99.5", "residual_base": "frame",
+                               "temporal_bin": [1]}
     net, config = checkpoint.build_generator(str(out / "netG_epoch_1_5.pth"),
                                              expect={"task": "denoise", "num_channels": 1})
     x = torch.rand(1, 1, 20, 24)
@@ -453,3 +456,11 @@ def test_denoise_step_inputs_match_the_loaders_warp_and_mean():
     torch.testing.assert_close(base, torch.stack([inp] + warped).mean(dim=0))
     same, frame_base = training.denoise_step_inputs(False, None)(inp, nbs, flows, inp)
     assert same == nbs and frame_base is inp
+
+
+def test_temporal_bins_add_binned_copies_of_the_training_movies(tmp_path, grey_movie):
+    out = tmp_path / "run"
+    assert run(["--data_dir", grey_movie, "--save_folder", out, "--temporal_bin", "1", "2"] + ONE_STEP) == 0
+    # 12 frames -> 9 windows of 4; binned by 2: 6 frames -> 3 windows
+    assert "training samples: 12," in (out / "train.log").read_text()
+    assert meta_of(out / "netG_epoch_1_1.pth")["denoise"]["temporal_bin"] == [1, 2]
