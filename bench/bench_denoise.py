@@ -9,12 +9,19 @@ and the denoiser's speed and peak memory at fp32 vs the fastest precision of thi
    SSIM) against the clean frames on the clean movie's [0, 1] scale (``denoise_data.preprocess`` of the clean movie),
    next to the no-reference ``n2n_psnr`` of ``denoise_eval`` computed from the noisy movie alone.
 2. The real movie (``--movie``, default ``afm_sample/eval/extra_sample.asd``): the same methods, scored with the
-   tester's no-reference ``n2n_psnr`` and the fork's SSIM to the cleanest frame (``denoise_eval``).
+   tester's no-reference ``n2n_psnr`` and the fork's SSIM to the cleanest frame (``denoise_eval``). With ``--image``
+   a PNG shows two frames side by side: levelled input, mean of 5 and each model, exactly as scored.
 3. Speed: frames/s of ``inference.denoise_clip`` (model only: zero flows, each configuration in its own process) and
    peak resident memory (``ru_maxrss``) at ``--size`` (default 256) for fp32 and for what
    ``hardware.resolve_precision("auto")`` picks, with ``--model`` or a random-init compact RBPN.
 
-    .venv/bin/python bench/bench_denoise.py --size 128 [--model runs/denoise/netG_epoch_1_40.pth] [--skip-real]
+Rows of the quality tables: raw input (no levelling), row levelling only, the best temporal mean of 3/5/7, mean of 3
++ Gaussian blur 1 px, triangular-weighted mean of 5 (weights 1, 2, 3, 2, 1) + Gaussian blur 0.5 px, the single-frame
+model (``--single-model``, a denoising checkpoint with nFrames 1) and the multi-frame model (``--model``). Both
+checkpoints are loaded as the tester loads them, and each runs with its own recorded settings (flows, warping).
+
+    .venv/bin/python bench/bench_denoise.py --size 128 [--model runs/denoise/netG_epoch_1_40.pth]
+        [--single-model runs/denoise_single/netG_epoch_1_40.pth] [--image bench_real.png] [--skip-real]
 """
 
 import argparse
@@ -31,7 +38,8 @@ import sys
 import tempfile
 import time
 import zipfile
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -40,6 +48,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import atomic  # noqa: E402
 import denoise_eval  # noqa: E402
 import hardware  # noqa: E402
 import iSeeBetterTest as tester  # noqa: E402
@@ -63,7 +72,11 @@ SCARS_PER_ROW = 0.04  # scars per frame = this x rows
 SCAR_LENGTH = (4, 32)  # px
 SCAR_HEIGHT = (0.15, 0.4)  # |height|, sign random
 COMPACT = dict(num_channels=1, base_filter=32, feat=16, num_stages=3, n_resblock=2, nFrames=5, scale_factor=1)
-SINGLE_FRAME_NOTE = "skipped: RBPN has no single-frame form (nFrames >= 2)"
+TRI5_WEIGHTS = (1.0, 2.0, 3.0, 2.0, 1.0)  # frames t-2 .. t+2 of the triangular mean
+TRI5_BLUR_SIGMA = 0.5  # px
+IMAGE_TITLE_HEIGHT = 30  # px of title text above each panel of --image
+IMAGE_GAP = 4  # px between the panels of a row of --image
+IMAGE_MIN_SIDE = 200  # frames smaller than this (px) are shown 2x (nearest neighbour)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,15 +196,49 @@ def make_sequences(topographs: Dict[str, np.ndarray], frames: int, size: int,
 # Methods and scores
 
 
+def tri_weighted_mean(sub: np.ndarray, k: int, blank: Sequence[int] = ()) -> np.ndarray:
+    """The mean of frames k-2 .. k+2 of ``sub`` weighted 1, 2, 3, 2, 1, cut at the movie ends and without the blank
+    frames other than k itself (as ``denoise_eval.temporal_mean``), the weights renormalised; float32 (H, W, C)."""
+    skip = {int(t) for t in blank}
+    half = len(TRI5_WEIGHTS) // 2
+    total = np.zeros(np.shape(sub[k]), np.float64)
+    weight_sum = 0.0
+    for offset, weight in zip(range(-half, half + 1), TRI5_WEIGHTS):
+        j = k + offset
+        if 0 <= j < len(sub) and (j not in skip or j == k):
+            total += weight * np.asarray(sub[j], np.float64)
+            weight_sum += weight
+    return (total / weight_sum).astype(np.float32)
+
+
+def tri5_blur_movie(sub: np.ndarray, blank: Sequence[int] = ()) -> np.ndarray:
+    """The ``tri5_blur`` baseline for every frame of a (T, H, W, C) movie: ``tri_weighted_mean`` then a Gaussian blur
+    of ``TRI5_BLUR_SIGMA`` px."""
+    return np.stack([denoise_eval.gaussian_blur(tri_weighted_mean(sub, k, blank), sigma=TRI5_BLUR_SIGMA)
+                     for k in range(len(sub))])
+
+
 def baseline_outputs(data: np.ndarray) -> Dict[str, np.ndarray]:
     """Baselines on a normalised (T, H, W, C) movie: the frames, temporal means of 3/5/7 frames centred on each frame
-    (cut at the ends) and the mean of 3 plus a Gaussian blur (``denoise_eval.BLUR_SIGMA``)."""
+    (cut at the ends), the mean of 3 plus a Gaussian blur (``denoise_eval.BLUR_SIGMA``) and ``tri5_blur``
+    (``tri5_blur_movie``)."""
     count = len(data)
     out = {"levelled": np.asarray(data, np.float32)}
     for n in (3, 5, 7):
         out[f"mean{n}"] = np.stack([denoise_eval.temporal_mean(data, t, n) for t in range(count)])
     out["mean3_blur"] = np.stack([denoise_eval.gaussian_blur(f) for f in out["mean3"]])
+    out["tri5_blur"] = tri5_blur_movie(data)
     return out
+
+
+def n2n_of(data: np.ndarray, blank: Sequence[int], sub_estimates: np.ndarray) -> Optional[float]:
+    """``denoise_eval``'s no-reference n2n PSNR of one method's estimates for the subsampled movie."""
+    return denoise_eval.no_reference_scores(data, blank, sub_estimates)["n2n_psnr"]["model"]
+
+
+def ssim_to_cleanest_of(data: np.ndarray, blank: Sequence[int], sub_estimates: np.ndarray) -> Optional[float]:
+    """``denoise_eval``'s SSIM to the cleanest frame of one method's estimates for the subsampled movie."""
+    return denoise_eval.ssim_to_cleanest(data, blank, sub_estimates)["ssim"]["model"]
 
 
 def reference_psnr_ssim(estimate: np.ndarray, reference: np.ndarray) -> Tuple[float, float]:
@@ -215,6 +262,21 @@ def best_mean(scores: Dict[str, float]) -> str:
 # The model, through the tester's own functions
 
 
+@dataclass
+class Denoiser:
+    """A denoising checkpoint loaded through the tester, with its own tester options and recorded settings."""
+
+    path: str
+    loaded: Tuple[torch.nn.Module, dict]  # (model, config)
+    args: argparse.Namespace
+    settings: tester.DenoiseSettings
+
+
+MODEL_ROWS = (("single", "single-frame model (--single-model)", "--single-model"),
+              ("model", "multi-frame model (--model)", "--model"))  # (key, table label, option)
+IMAGE_MODELS = (("model", "multi-frame model"), ("single", "single-frame model"))  # (key, panel title), in order
+
+
 def tester_args(model: Optional[str], movie: str, precision: str) -> argparse.Namespace:
     """The tester's options for ``--denoise`` on ``movie`` with ``model`` (no output is written)."""
     argv = ["--denoise", "--input", movie, "--precision", precision] + (["-m", model] if model else [])
@@ -234,53 +296,86 @@ def load_model(args: argparse.Namespace):
     return (prepare_model(model, torch.device("cpu")), config), settings
 
 
+def load_denoiser(path: str, movie: str, precision: str) -> Denoiser:
+    """The checkpoint ``path`` loaded as ``--model`` is (``tester_args``, ``load_model``)."""
+    args = tester_args(path, movie, precision)
+    loaded, settings = load_model(args)
+    return Denoiser(path, loaded, args, settings)
+
+
+def describe_denoiser(name: str, den: Denoiser) -> str:
+    """One line: the checkpoint and the settings it runs with."""
+    config = den.loaded[1]
+    return (f"{name} {den.path}: nFrames {config['nFrames']}, flows {den.settings.flows}, warping "
+            f"{den.settings.warping}, levelling {den.settings.level}, residual {config.get('residual')}")
+
+
 def model_output(data: np.ndarray, blank: List[int], loaded, args, settings, desc: str) -> np.ndarray:
     """The tester's denoised movie (clipped to [0, 1]) of a normalised (T, H, W, 1) movie."""
     return tester._denoise_array(data, blank, loaded, args, settings, torch.device("cpu"), desc)
+
+
+def denoise_with(den: Denoiser, data: np.ndarray, blank: List[int], desc: str) -> np.ndarray:
+    """``model_output`` of one denoiser, with its own options and settings."""
+    return model_output(data, blank, den.loaded, den.args, den.settings, desc)
+
+
+def not_run_note(key: str) -> str:
+    """The table cell of a model row whose checkpoint was not given."""
+    option = {k: o for k, _, o in MODEL_ROWS}[key]
+    return f"not run: no {option} given"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # 1. synthetic movies
 
 
-def synthetic_table(sequences, loaded, args, settings) -> List[str]:
-    """Markdown rows of the synthetic benchmark: PSNR/SSIM against the clean frames, and the n2n proxy."""
+def mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
+    """The mean, or None when a value is None (no scorable frame)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def quality_rows(best: str) -> List[Tuple[str, str]]:
+    """(label, key) of the rows of both quality tables, in order."""
+    return [("raw input (no levelling)", "raw"), ("row levelling only", "levelled"),
+            (f"temporal mean, best of 3/5/7: {best[4:]}", best), ("mean of 3 + Gaussian blur 1 px", "mean3_blur"),
+            ("triangular mean of 5 + Gaussian blur 0.5 px", "tri5_blur")] + [(label, key) for key, label, _ in
+                                                                              MODEL_ROWS]
+
+
+def synthetic_table(sequences, models: Dict[str, Denoiser]) -> List[str]:
+    """Markdown rows of the synthetic benchmark: PSNR/SSIM against the clean frames, and the n2n proxy; ``models``
+    by row key ("model", "single")."""
     per_seq: Dict[str, Dict[str, Tuple[float, float]]] = {}
-    n2n: Dict[str, Dict[str, float]] = {}
+    n2n: Dict[str, Dict[str, Optional[float]]] = {}
     for name, clean, noisy in sequences:
         ref01, ref_norm, _ = preprocess(clean, level=True)
         data, norm, blank = preprocess(noisy, level=True)
+        sub, sub_blank = denoise_eval.subsample(data, blank)
         estimates = {"raw": ref_norm.forward(noisy[..., None].astype(np.float32))}
         estimates.update({m: to_scale(v, norm, ref_norm) for m, v in baseline_outputs(data).items()})
-        model_sub = None
-        if loaded is not None:
-            out = model_output(data, blank, loaded, args, settings, f"{name} (model)")
-            estimates["model"] = to_scale(out, norm, ref_norm)
-            sub, sub_blank = denoise_eval.subsample(data, blank)
-            model_sub = model_output(sub, sub_blank, loaded, args, settings, f"{name} (n2n)")
-        per_seq[name] = {m: reference_psnr_ssim(v, ref01) for m, v in estimates.items()}
-        scores = denoise_eval.no_reference_scores(data, blank, model_sub)["n2n_psnr"]
+        scores = denoise_eval.no_reference_scores(data, blank)["n2n_psnr"]
         n2n[name] = {("levelled" if m == "raw" else m): v for m, v in scores.items()}
+        n2n[name]["tri5_blur"] = n2n_of(data, blank, tri5_blur_movie(sub, sub_blank))
+        for key, den in models.items():
+            out = denoise_with(den, data, blank, f"{name} ({key})")
+            estimates[key] = to_scale(out, norm, ref_norm)
+            n2n[name][key] = n2n_of(data, blank, denoise_with(den, sub, sub_blank, f"{name} ({key}, n2n)"))
+        per_seq[name] = {m: reference_psnr_ssim(v, ref01) for m, v in estimates.items()}
     names = [s[0] for s in sequences]
     mean_psnr = {m: float(np.mean([per_seq[n][m][0] for n in names])) for m in per_seq[names[0]]}
     mean_ssim = {m: float(np.mean([per_seq[n][m][1] for n in names])) for m in per_seq[names[0]]}
-    mean_n2n = {m: float(np.mean([n2n[n][m] for n in names])) for m in n2n[names[0]]}
+    mean_n2n = {m: mean_or_none([n2n[n][m] for n in names]) for m in n2n[names[0]]}
     best = best_mean(mean_psnr)
-    rows = [("raw input (no levelling)", "raw"), ("row levelling only", "levelled"),
-            (f"temporal mean, best of 3/5/7: {best[4:]}", best), ("mean of 3 + Gaussian blur 1 px", "mean3_blur"),
-            ("single-frame model", None), ("multi-frame model (--model)", "model")]
     base = mean_psnr["levelled"]
     lines = ["| method | PSNR (dB) | vs levelling (dB) | SSIM | n2n proxy (dB) | "
              + " | ".join(f"PSNR {n}" for n in names) + " |",
              "|---" * (5 + len(names)) + "|"]
-    for label, key in rows:
-        if key is None:
-            lines.append(f"| {label} | {SINGLE_FRAME_NOTE} |" + " |" * (3 + len(names)))
-            continue
+    for label, key in quality_rows(best):
         if key not in mean_psnr:
-            lines.append(f"| {label} | not run: no --model given |" + " |" * (3 + len(names)))
+            lines.append(f"| {label} | {not_run_note(key)} |" + " |" * (3 + len(names)))
             continue
-        proxy = f"{mean_n2n[key]:.2f}" if key in mean_n2n else "n/a"
+        proxy = f"{mean_n2n[key]:.2f}" if mean_n2n.get(key) is not None else "n/a"
         lines.append(f"| {label} | {mean_psnr[key]:.2f} | {mean_psnr[key] - base:+.2f} | {mean_ssim[key]:.4f} | "
                      f"{proxy} | " + " | ".join(f"{per_seq[n][key][0]:.2f}" for n in names) + " |")
     lines.append("")
@@ -292,9 +387,11 @@ def synthetic_table(sequences, loaded, args, settings) -> List[str]:
 # 2. the real movie
 
 
-def real_table(args, loaded, settings, real_frames: int) -> List[str]:
+def real_table(args, settings, models: Dict[str, Denoiser], real_frames: int,
+               image: Optional[str] = None) -> List[str]:
     """Markdown rows of the real movie: the tester's no-reference n2n PSNR and the fork's SSIM to the cleanest
-    frame."""
+    frame. The movie is prepared with ``args`` and ``settings``; each of ``models`` runs with its own. With ``image``
+    the side-by-side PNG of two frames is written there (``write_side_by_side``)."""
     movie, data, norm, blank = tester.prepare_movie(args.input, args, settings)
     raw_units = np.asarray(movie.frames, np.float64)
     if real_frames and real_frames < len(data):
@@ -302,34 +399,98 @@ def real_table(args, loaded, settings, real_frames: int) -> List[str]:
         blank = [t for t in blank if t < real_frames]
     sub, sub_blank = denoise_eval.subsample(data, blank)
     raw_sub = norm.forward(raw_units[0::2]).astype(np.float32)  # not levelled, on the levelled movie's scale
-    raw_n2n = denoise_eval.no_reference_scores(data, blank, raw_sub)["n2n_psnr"]["model"]
-    raw_ssim = denoise_eval.ssim_to_cleanest(data, blank, raw_sub)["ssim"]["model"]
-    model_sub = None
-    if loaded is not None:
-        model_sub = model_output(sub, sub_blank, loaded, args, settings, "real movie (n2n)")
-    n2n = denoise_eval.no_reference_scores(data, blank, model_sub)
-    ssim = denoise_eval.ssim_to_cleanest(data, blank, model_sub)["ssim"]
+    n2n = denoise_eval.no_reference_scores(data, blank)
+    ssim = denoise_eval.ssim_to_cleanest(data, blank)["ssim"]
     scores = {"levelled" if m == "raw" else m: v for m, v in n2n["n2n_psnr"].items()}
     ssims = {"levelled" if m == "raw" else m: v for m, v in ssim.items()}
-    scores["raw"], ssims["raw"] = raw_n2n, raw_ssim
+    subs = {"raw": raw_sub, "tri5_blur": tri5_blur_movie(sub, sub_blank)}
+    for key, den in models.items():
+        subs[key] = denoise_with(den, sub, sub_blank, f"real movie ({key}, n2n)")
+    for key, estimates in subs.items():
+        scores[key], ssims[key] = n2n_of(data, blank, estimates), ssim_to_cleanest_of(data, blank, estimates)
     best = best_mean(scores)
-    rows = [("raw input (no levelling)", "raw"), ("row levelling only", "levelled"),
-            (f"temporal mean, best of 3/5/7: {best[4:]}", best), ("mean of 3 + Gaussian blur 1 px", "mean3_blur"),
-            ("single-frame model", None), ("multi-frame model (--model)", "model")]
     lines = [f"movie {os.path.relpath(args.input, ROOT)}: {len(data)} frames of {data.shape[2]}x{data.shape[1]}, "
-             f"{n2n['frames']} scored frames, blank {blank}",
-             "", "| method | n2n PSNR (dB) | vs levelling (dB) | SSIM to cleanest |", "|---|---|---|---|"]
-    for label, key in rows:
-        if key is None:
-            lines.append(f"| {label} | {SINGLE_FRAME_NOTE} | | |")
-        elif key not in scores:
-            lines.append(f"| {label} | not run: no --model given | | |")
+             f"{n2n['frames']} scored frames, blank {blank}"]
+    options = {k: o for k, _, o in MODEL_ROWS}
+    for key, den in models.items():
+        if (den.settings.level, den.settings.channel) != (settings.level, settings.channel):
+            lines.append(f"note: {options[key]} records levelling {den.settings.level}, channel "
+                         f"{den.settings.channel}; the movie is prepared with levelling {settings.level}, channel "
+                         f"{settings.channel} for every row")
+    lines += ["", "| method | n2n PSNR (dB) | vs levelling (dB) | SSIM to cleanest |", "|---|---|---|---|"]
+    for label, key in quality_rows(best):
+        if key not in scores:
+            lines.append(f"| {label} | {not_run_note(key)} | | |")
         else:
             lines.append(f"| {label} | {scores[key]:.2f} | {scores[key] - scores['levelled']:+.2f} | "
                          f"{ssims[key]:.4f} |")
     lines.append("")
     lines.append("all means: " + ", ".join(f"{m} {scores[m]:.2f} dB" for m in ("mean3", "mean5", "mean7")))
+    if image:
+        ks = image_frames(len(sub), sub_blank)
+        rows = []
+        for k in ks:
+            panels = [("levelled input", sub[k]), ("mean of 5", denoise_eval.estimate(sub, k, "mean5", sub_blank))]
+            panels += [(title, subs[key][k]) for key, title in IMAGE_MODELS if key in subs]
+            rows.append((2 * k, panels))
+        write_side_by_side(image, rows)
+        lines.append(f"image: {image} (movie frames {', '.join(str(2 * k) for k in ks)}, counted from 0; the "
+                     "subsampled movie's estimates, as scored)")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The side-by-side image of real frames
+
+def image_frames(count: int, blank: Sequence[int] = ()) -> List[int]:
+    """Two frames of a movie of ``count`` frames: the non-blank frames nearest to 1/3 and 2/3 of it (distinct)."""
+    skip = {int(t) for t in blank}
+    chosen: List[int] = []
+    for target in (count // 3, (2 * count) // 3):
+        for d in range(count):
+            near = [t for t in (target + d, target - d) if 0 <= t < count and t not in skip and t not in chosen]
+            if near:
+                chosen.append(near[0])
+                break
+    return chosen
+
+
+def render_panel(frame: np.ndarray, lo: float, hi: float, title: str, index: int, scale: int) -> np.ndarray:
+    """uint8 grey panel: two lines of title text (``title``, frame ``index``) above the frame shown from ``lo``
+    (black) to ``hi`` (white), enlarged ``scale`` times (nearest neighbour)."""
+    grey = denoise_eval.grey(frame)
+    pixels = np.clip(np.round((grey - lo) / max(hi - lo, 1e-12) * 255.0), 0, 255).astype(np.uint8)
+    if scale > 1:
+        pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
+    band = np.full((IMAGE_TITLE_HEIGHT, pixels.shape[1]), 255, np.uint8)
+    for line, text in enumerate((title, f"frame {index}")):
+        cv2.putText(band, text, (3, 12 + 13 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.38, 0, 1, cv2.LINE_AA)
+    return np.concatenate([band, pixels], axis=0)
+
+
+def side_by_side(rows: List[Tuple[int, List[Tuple[str, np.ndarray]]]]) -> np.ndarray:
+    """uint8 grey image: per row ``(frame index, [(title, (H, W, C) frame on [0, 1]), ...])`` its panels left to
+    right, ``IMAGE_GAP`` px apart, all at the 1st-99th percentile range of the row's first panel (the input); frames
+    under ``IMAGE_MIN_SIDE`` px are shown 2x."""
+    strips = []
+    for index, panels in rows:
+        lo, hi = np.percentile(denoise_eval.grey(panels[0][1]), [1, 99])
+        scale = 2 if min(panels[0][1].shape[:2]) < IMAGE_MIN_SIDE else 1
+        rendered = [render_panel(frame, float(lo), float(hi), title, index, scale) for title, frame in panels]
+        gap = np.full((rendered[0].shape[0], IMAGE_GAP), 255, np.uint8)
+        parts = [rendered[0]]
+        for panel in rendered[1:]:
+            parts += [gap, panel]
+        strips.append(np.concatenate(parts, axis=1))
+    return np.concatenate(strips, axis=0)
+
+
+def write_side_by_side(path: str, rows: List[Tuple[int, List[Tuple[str, np.ndarray]]]]) -> None:
+    """Write ``side_by_side(rows)`` as a PNG, atomically."""
+    ok, encoded = cv2.imencode(".png", side_by_side(rows))
+    if not ok:
+        raise RuntimeError(f"could not encode the image for {path}")
+    atomic.write_bytes(path, encoded.tobytes())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -424,10 +585,15 @@ def speed_table(model_path: Optional[str], size: int, count: int, topograph: np.
 # main
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the benchmark and print its report (``argv``: the options, default the command line's)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="denoising generator checkpoint (default: baselines only)")
+    p.add_argument("--single-model", default=None,
+                   help="single-frame denoising checkpoint (trained with --nFrames 1) for the single-frame model row")
     p.add_argument("--movie", default=DEFAULT_MOVIE, help="real movie for the no-reference score")
+    p.add_argument("--image", default=None,
+                   help="write a PNG of two real frames here: levelled input, mean of 5 and the models side by side")
     p.add_argument("--frames", type=int, default=10, help="frames per synthetic movie")
     p.add_argument("--size", type=int, default=256, help="synthetic frame size (px, square; 256 at most)")
     p.add_argument("--real-frames", type=int, default=0, help="use only the first N frames of --movie (0 = all)")
@@ -441,26 +607,37 @@ def main() -> None:
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.child:
         speed_child(args.child, args.inputs, args.out, args.model)
         return
     if args.frames < 3 or args.size < 16:
         p.error("--frames must be at least 3 and --size at least 16")
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)] + sys.argv)
+    shown = sys.argv if argv is None else [os.path.relpath(os.path.abspath(__file__), ROOT)] + list(argv)
+    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)] + shown)
     topographs = load_topographs(fetch_spiepy_wheel())
-    targs = tester_args(args.model, os.path.abspath(args.movie), args.precision)
-    loaded, settings = (None, tester.DenoiseSettings()) if args.model is None else load_model(targs)
+    movie = os.path.abspath(args.movie)
+    models: Dict[str, Denoiser] = {}
+    if args.model:
+        models["model"] = load_denoiser(args.model, movie, args.precision)
+    if args.single_model:
+        models["single"] = load_denoiser(args.single_model, movie, args.precision)
+    # the real movie is prepared as the tester prepares it for --model (else --single-model)
+    first = models.get("model") or models.get("single")
+    targs = first.args if first else tester_args(None, movie, args.precision)
+    settings = first.settings if first else tester.DenoiseSettings()
 
     sequences = make_sequences(topographs, args.frames, args.size, args.seed)
     quality_precision = hardware.resolve_precision(args.precision, "cpu")
     output = [f"command: {command}", hardware.describe_cpu(),
               f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); quality runs at precision "
               f"{args.precision} (-> {quality_precision})"]
-    if loaded is not None:
-        config = loaded[1]
-        output.append(f"model {args.model}: nFrames {config['nFrames']}, flows {settings.flows}, warping "
-                      f"{settings.warping}, levelling {settings.level}, residual {config.get('residual')}")
+    if "model" in models:
+        output.append(describe_denoiser("model", models["model"]))
+    if "single" in models:
+        single_frames = models["single"].loaded[1]["nFrames"]
+        output.append(describe_denoiser("single model", models["single"])
+                      + ("" if single_frames == 1 else " (not a single-frame checkpoint)"))
     output += ["", f"## Synthetic STM movies ({SPIEPY_REQUIREMENT} demo topographs), {args.frames} frames of "
                f"{args.size}x{args.size}, seed {args.seed}",
                f"drift {DRIFT_PX[0]}-{DRIFT_PX[1]} px/frame; noise in units of each clean movie's robust range: "
@@ -468,13 +645,18 @@ def main() -> None:
                f"{SCAR_LENGTH[0]}-{SCAR_LENGTH[1]} px, height {SCAR_HEIGHT[0]}-{SCAR_HEIGHT[1]}",
                "PSNR (peak 1) / SSIM against the clean frames on the clean movie's [0, 1] scale (levelled, 0.5/99.5 "
                "percentiles); n2n proxy: denoise_eval's no-reference score from the noisy movie alone", ""]
-    output += synthetic_table(sequences, loaded, targs, settings)
+    output += synthetic_table(sequences, models)
+    image_note = "not written: --skip-real" if args.image else None
     if not args.skip_real:
         output += ["", "## Real movie: no-reference n2n PSNR (denoise_eval, as the tester's metrics.json)", ""]
         if os.path.isfile(args.movie):
-            output += real_table(targs, loaded, settings, args.real_frames)
+            output += real_table(targs, settings, models, args.real_frames, args.image)
+            image_note = None
         else:
             output.append(f"skipped: {args.movie} not found (python DatasetFetcher.py --afm_sample --dest afm_sample)")
+            image_note = "not written: no real movie" if args.image else None
+    if image_note:
+        output.append(f"image: {image_note}")
     if not args.skip_speed:
         output += ["", f"## Speed and peak memory at {args.speed_size}x{args.speed_size}", hardware.describe_cpu(), ""]
         output += speed_table(args.model, args.speed_size, args.speed_frames, topographs["step"], args.seed)
