@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temporal_bin", type=int, nargs="+", default=[1], metavar="K",
                    help="also train on each movie binned in time by K (the mean of K consecutive scans: noise / "
                         "sqrt(K), K times the motion), e.g. 1 2; 1 = the movies as they are")
+    g.add_argument("--spatial_scale", type=float, nargs="+", default=[1.0], metavar="S",
+                   help="also train on each movie (and each binned one) resized by S <= 1 with area averaging "
+                        "(smaller features, less pixel noise), e.g. 1 0.5; 1 = the movies as they are")
 
     g = p.add_argument_group("validation")
     g.add_argument("--eval_dir", default=None, help="evaluation data folder (or a video / frame folder)")
@@ -203,7 +206,7 @@ def check_mode(args: argparse.Namespace) -> None:
         if args.upscale_factor == 1:
             raise UserError("--upscale_factor 1 is for --denoise only; super-resolution takes 2, 4 or 8")
         changed = (("--target", args.target != "n2n"), ("--warping", args.warping), ("--flows", args.flows != "pyflow"),
-                   ("--temporal_bin", args.temporal_bin != [1]),
+                   ("--temporal_bin", args.temporal_bin != [1]), ("--spatial_scale", args.spatial_scale != [1.0]),
                    ("--residual_base", args.residual_base != "frame"),
                    ("--channel", args.channel is not None), ("--no-level", not args.level))
         for flag, given in changed:
@@ -215,6 +218,8 @@ def check_mode(args: argparse.Namespace) -> None:
                         "folder of movies and needs no list")
     if any(k < 1 for k in args.temporal_bin):
         raise UserError(f"--temporal_bin takes factors of 1 or more, got {args.temporal_bin}")
+    if any(not 0 < s <= 1 for s in args.spatial_scale):
+        raise UserError(f"--spatial_scale takes factors in (0, 1], got {args.spatial_scale}")
     if args.residual_base != "frame" and not args.residual:
         raise UserError("--residual_base only applies with --residual; add --residual or leave it out")
 
@@ -319,7 +324,7 @@ def denoise_record(args: argparse.Namespace) -> Dict[str, Any]:
     tester prepares its input movies the same way (``channel`` None = the first .asd channel)."""
     return {"target": args.target, "warping": bool(args.warping), "flows": args.flows, "level": bool(args.level),
             "channel": args.channel, "normalisation": NORMALISATION, "residual_base": args.residual_base,
-            "temporal_bin": list(args.temporal_bin)}
+            "temporal_bin": list(args.temporal_bin), "spatial_scale": list(args.spatial_scale)}
 
 
 def generator_extra(args: argparse.Namespace) -> Dict[str, Any]:
@@ -414,19 +419,24 @@ def read_movies(path: str, option: str, args: argparse.Namespace) -> List[Prepar
     return movies
 
 
-def binned_movies(movies: List[PreparedMovie], factors: List[int]) -> List[PreparedMovie]:
-    """The movies, plus each binned in time by every factor > 1 of ``--temporal_bin`` (``denoise_data.temporal_bin``);
-    a binned movie too short for any window is left to the dataset, which skips it with a warning."""
+def augmented_movies(movies: List[PreparedMovie], bins: List[int], scales: List[float]) -> List[PreparedMovie]:
+    """The training movies for every combination of ``--temporal_bin`` (``denoise_data.temporal_bin``) and
+    ``--spatial_scale`` (``denoise_data.spatial_scale``); (1, 1) is the movies as they are. A version too short or
+    too small for any sample is left to the dataset, which skips it with a warning."""
     import denoise_data
 
-    out = [m for m in movies] if 1 in factors else []
-    for factor in sorted({k for k in factors if k > 1}):
-        for m in movies:
-            frames, blank = denoise_data.temporal_bin(m.frames, m.blank, factor)
-            if len(frames):
-                out.append(PreparedMovie(f"{m.path}#bin{factor}", frames, blank, m.normalisation, m.channel))
+    out = []
+    for factor in sorted(set(bins)):
+        for scale in sorted(set(scales), reverse=True):
+            for m in movies:
+                frames, blank = denoise_data.temporal_bin(m.frames, m.blank, factor)
+                if not len(frames):
+                    continue
+                frames = denoise_data.spatial_scale(frames, scale)
+                tag = "".join(([f"#bin{factor}"] if factor > 1 else []) + ([f"#scale{scale:g}"] if scale < 1 else []))
+                out.append(PreparedMovie(m.path + tag, frames, blank, m.normalisation, m.channel))
     if not out:
-        raise UserError(f"--temporal_bin {' '.join(map(str, factors))}: every movie is shorter than one bin")
+        raise UserError(f"--temporal_bin {' '.join(map(str, bins))}: every movie is shorter than one bin")
     return out
 
 
@@ -569,7 +579,8 @@ def build_train_set(args: argparse.Namespace, config: Dict, movies: Optional[Lis
     import data
 
     if args.denoise:
-        return build_denoise_set(binned_movies(movies, args.temporal_bin), args, config, True, "--data_dir")
+        return build_denoise_set(augmented_movies(movies, args.temporal_bin, args.spatial_scale), args, config, True,
+                                 "--data_dir")
     return data.get_training_set(
         args.data_dir, args.nFrames, args.upscale_factor, args.data_augmentation, args.file_list,
         args.other_dataset, args.patch_size, args.future_frame, degradation=args.degradation,

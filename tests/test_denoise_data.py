@@ -599,3 +599,19 @@ def test_temporal_bin_averages_disjoint_groups_and_marks_blank_groups():
     assert np.std(denoise_data.temporal_bin(noise, [], 4)[0]) == pytest.approx(0.5, rel=0.05)  # noise / sqrt(4)
     with pytest.raises(UserError, match="at least 1"):
         denoise_data.temporal_bin(movie, [], 0)
+
+
+def test_spatial_scale_area_averages_and_keeps_channels():
+    movie = np.zeros((2, 8, 10, 1), np.float32)
+    movie[:, :, ::2] = 1.0  # stripes of 1 px: area averaging by 2 gives 0.5 everywhere
+    half = denoise_data.spatial_scale(movie, 0.5)
+    assert half.shape == (2, 4, 5, 1)
+    np.testing.assert_allclose(half, 0.5, atol=1e-6)
+    colour = np.random.default_rng(0).random((3, 20, 20, 3)).astype(np.float32)
+    assert denoise_data.spatial_scale(colour, 0.4).shape == (3, 8, 8, 3)
+    assert denoise_data.spatial_scale(colour, 1.0) is not None
+    noise = np.random.default_rng(1).normal(0, 1, (4, 64, 64, 1)).astype(np.float32)
+    assert np.std(denoise_data.spatial_scale(noise, 0.5)) == pytest.approx(0.5, rel=0.05)
+    for bad in (0, 1.5):
+        with pytest.raises(UserError, match="spatial scale"):
+            denoise_data.spatial_scale(movie, bad)

@@ -110,6 +110,8 @@ def test_choices_match_the_data_module():
     (["--denoise", "--target", "interleaved", "--nFrames", "4"], "odd --nFrames"),
     (["--temporal_bin", "2"], "--temporal_bin only applies with --denoise"),
     (["--denoise", "--temporal_bin", "1", "0"], "factors of 1 or more"),
+    (["--spatial_scale", "0.5"], "--spatial_scale only applies with --denoise"),
+    (["--denoise", "--spatial_scale", "1", "2"], "factors in \\(0, 1\\]"),
 ])
 def test_options_of_the_other_mode_are_refused(argv, message):
     with pytest.raises(UserError, match=message):
@@ -133,7 +135,7 @@ def test_denoise_training_learns_and_records_its_preprocessing(tmp_path, grey_mo
     assert meta["config"]["arch"] == "Net" and meta["config"]["scale_factor"] == 1
     assert meta["denoise"] == {"target": "n2n", "warping": False, "flows": "zero", "level": True, "channel": None,
                                "normalisation": "per-movie robust percentiles 0.5/99.5", "residual_base": "frame",
-                               "temporal_bin": [1]}
+                               "temporal_bin": [1], "spatial_scale": [1.0]}
     net, config = checkpoint.build_generator(str(out / "netG_epoch_1_5.pth"),
                                              expect={"task": "denoise", "num_channels": 1})
     x = torch.rand(1, 1, 20, 24)
@@ -464,3 +466,13 @@ def test_temporal_bins_add_binned_copies_of_the_training_movies(tmp_path, grey_m
     # 12 frames -> 9 windows of 4; binned by 2: 6 frames -> 3 windows
     assert "training samples: 12," in (out / "train.log").read_text()
     assert meta_of(out / "netG_epoch_1_1.pth")["denoise"]["temporal_bin"] == [1, 2]
+
+
+def test_spatial_scales_add_resized_copies_of_the_training_movies(tmp_path):
+    movie = save_movie(tmp_path / "movies" / "big.npy", noisy_movie(size=64))
+    out = tmp_path / "run"
+    assert run(["--data_dir", movie, "--save_folder", out, "--temporal_bin", "1", "2", "--spatial_scale", "1", "0.5"]
+               + ONE_STEP) == 0
+    # 12 frames -> 9 windows of 4, binned by 2 -> 3 windows; each also at half size (32 px >= the 16 px patches)
+    assert "training samples: 24," in (out / "train.log").read_text()
+    assert meta_of(out / "netG_epoch_1_1.pth")["denoise"]["spatial_scale"] == [1.0, 0.5]
