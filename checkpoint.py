@@ -717,7 +717,9 @@ def _info(path: str) -> int:
     if meta and meta.get("config"):
         print(f"stored config: {meta['config']}")
     if meta and "residual" in meta:
-        print(f"residual (output added to the bicubic upscale): {meta['residual']}")
+        added_to = {"frame": "the input frame", "mean": "the mean of the frames G sees"}.get(
+            meta["residual"], "the bicubic upscale")
+        print(f"residual (output added to {added_to}): {meta['residual']}")
     if meta and meta.get("note"):
         print(f"note: {meta['note']}")
     problems = []

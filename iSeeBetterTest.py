@@ -745,13 +745,14 @@ class DenoiseSettings:
 
 
 def check_denoise_model(path: str) -> None:
-    """A one-line error when ``--model`` is no checkpoint file (the default denoiser is not shipped yet)."""
+    """A one-line error when ``--model`` is no checkpoint file (including a deleted default denoiser)."""
     if path.lower() == BICUBIC:
         raise UserError("--model bicubic is the upscaling baseline; with --denoise, metrics.json scores the raw frames "
                         "and temporal means as baselines: pass -m CHECKPOINT of a denoising generator")
     if not os.path.exists(path) and _real(path) == _real(default_denoise_model_path()):
-        raise UserError(f"no -m given and the default denoising model {DEFAULT_DENOISE_WEIGHTS} does not exist yet: "
-                        "pass -m CHECKPOINT, or train one with iSeeBetterTrain.py --denoise (see README)")
+        raise UserError(f"no -m given and the default denoising model {DEFAULT_DENOISE_WEIGHTS} is missing: restore "
+                        "it (git checkout weights/), pass -m CHECKPOINT, or train one with iSeeBetterTrain.py "
+                        "--denoise (see README)")
     check_model_file(path, "pass -m PATH.pth of a generator trained with iSeeBetterTrain.py --denoise")
 
 

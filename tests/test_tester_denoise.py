@@ -438,7 +438,7 @@ def test_checkpoint_mismatches_are_one_line_errors(movie, grey_ckpt, tmp_path, c
     assert code == 2 and "nope.pth not found" in _one_error(err)
     monkeypatch.setattr(tester, "DEFAULT_DENOISE_WEIGHTS", os.path.join("weights", "no_such_denoiser.pth"))
     code, err = _cli(base, capsys)
-    assert code == 2 and "does not exist yet: pass -m CHECKPOINT" in _one_error(err)
+    assert code == 2 and "is missing: restore it" in _one_error(err)
     bad = _save(tmp_path, "badflows.pth", rbpn.Net(**GREY_NET), extra={"denoise": {"flows": "farneback"}})
     code, err = _cli(base + ["-m", bad], capsys)
     assert code == 2 and "records flows 'farneback'" in _one_error(err)

@@ -41,3 +41,34 @@ def test_psnr_model_beats_bicubic_on_real_frames():
         bicubic.append(metrics.psnr_y(bicubic_upscale(low, 4, "matlab"), hr[t]))
     assert len(ours) == 5
     assert np.mean(ours) > np.mean(bicubic) + 0.3, (np.mean(ours), np.mean(bicubic))
+
+
+def test_shipped_denoiser_loads_and_cleans_a_noisy_movie():
+    """weights/iSeeBetter_denoise_afm.pth: grey nFrames-5 RBPN at scale 1 adding a correction to the mean of its
+    frames; on a synthetic noisy movie of small drifting blobs it must come closer to the clean frames than the raw
+    scans and than the plain mean of its 5 frames does."""
+    import denoise_data
+    from inference import denoise_clip
+
+    torch.set_num_threads(1)
+    path = os.path.join(WEIGHTS, "iSeeBetter_denoise_afm.pth")
+    net, config = checkpoint.build_generator(path, expect={"task": "denoise", "num_channels": 1})
+    assert (config["nFrames"], config["scale_factor"], config["residual"]) == (5, 1, "mean")
+    meta = checkpoint.read_checkpoint(path)[1]
+    assert meta["denoise"]["target"] == "interleaved" and meta["denoise"]["level"] is True
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48].astype(np.float64)
+    centres = rng.uniform(4, 44, (30, 2))
+    clean = np.stack([sum(np.exp(-((xx - cx - 0.3 * t) ** 2 + (yy - cy) ** 2) / 4.0) for cy, cx in centres)
+                      for t in range(9)])
+    clean = (clean - clean.min()) / (clean.max() - clean.min())
+    noisy = (clean + rng.normal(0, 0.12, clean.shape)).astype(np.float32)[..., None]
+    model = prepare_model(net, torch.device("cpu"))
+    out = {t: o for t, _, _, o in denoise_clip(model, ((f, None) for f in noisy), 5, flows="pyflow",
+                                               residual=config["residual"], prefetch=False)}
+    t = 4
+    mean5 = noisy[t - 2 : t + 3].mean(axis=0)
+    err = {name: float(np.mean((img[..., 0] - clean[t]) ** 2)) for name, img in
+           (("raw", noisy[t]), ("mean5", mean5), ("model", np.clip(out[t], 0, 1)))}
+    assert err["model"] < 0.5 * err["raw"] and err["model"] < err["mean5"], err
+    assert denoise_data.BASES == ("frame", "mean")
