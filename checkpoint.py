@@ -477,9 +477,7 @@ def _config_evidence(sd: StateDict, field: str) -> str:
 
 
 def _describe_config_mismatch(label: str, sd: StateDict, ckpt: dict, model: dict) -> Optional[str]:
-    ckpt = dict(ckpt, arch=ckpt.get("arch", "Net"))
-    if model.get("nFrames") == 1 and ckpt.get("nFrames") == 2:
-        ckpt["nFrames"] = 1  # same shapes: a single-frame model (nFrames=1) takes nFrames=2's parameters
+    ckpt = single_frame_kept(dict(ckpt, arch=ckpt.get("arch", "Net")), model)
     diffs = [f for f in ("arch", "scale_factor", "nFrames", "num_channels", "base_filter", "feat", "num_stages",
                          "n_resblock") if f in model and ckpt.get(f) != model.get(f)]
     if not diffs:

@@ -272,6 +272,11 @@ def warp_backward_batch(images: torch.Tensor, flows: torch.Tensor) -> torch.Tens
     return warped.to(images.dtype)
 
 
+def mean_base(inp: torch.Tensor, neighbours: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The ``base="mean"`` residual base: the mean of the input and the neighbours as the network sees them."""
+    return torch.stack([inp, *neighbours]).mean(dim=0)
+
+
 def _flow_image(frame: np.ndarray) -> np.ndarray:
     """A normalised (H, W, C) frame as pyflow input: float64 in [0, 1], grey as (H, W)."""
     img = np.clip(np.asarray(frame, dtype=np.float64), 0.0, 1.0)
@@ -425,9 +430,7 @@ def make_sample(window_frames: Sequence[np.ndarray], mode: str, rng: random.Rand
         targets = [warp_backward(t, f) for t, f in zip(targets, target_flows)]
     if len(targets) == 1:
         target = targets[0].astype(np.float32)
-    elif mode == "interleaved":
-        target = np.mean(np.stack(targets).astype(np.float64), axis=0).astype(np.float32)
-    else:
+    else:  # the median of interleaved's two frames is their mean
         target = np.median(np.stack(targets).astype(np.float64), axis=0).astype(np.float32)
     return inp.astype(np.float32), target, [n.astype(np.float32) for n in neighbours], flows, idx
 
@@ -672,7 +675,7 @@ class DenoiseDataset(torch.utils.data.Dataset):
         flows = crop_and_augment(flows, oy, ox, size_h, size_w, aug)
         inp_t = _to_tensor(inp)
         nbs_t = [_to_tensor(nb) for nb in neighbours]
-        base = torch.stack([inp_t] + nbs_t).mean(dim=0) if self.base == "mean" else inp_t.clone()
+        base = mean_base(inp_t, nbs_t) if self.base == "mean" else inp_t.clone()
         return inp_t, _to_tensor(target), nbs_t, [torch.from_numpy(f) for f in flows], base
 
     def __getitem__(self, index: int):

@@ -544,13 +544,13 @@ def denoise_step_inputs(warping: bool, base: Optional[str]) -> Callable:
     """For ``--denoise`` with the torch flow: after the step computed the flows, warp the neighbours onto the input
     (``warping``) and rebuild the residual base from the frames G sees (``base`` "mean"), as the DataLoader does
     with the C++ flows. Returns ``(inp, neighbours, flows, base) -> (neighbours, base)``."""
-    from denoise_data import warp_backward_batch
+    from denoise_data import mean_base, warp_backward_batch
 
     def prepare(inp: torch.Tensor, neighbours: Sequence[torch.Tensor], flows: Sequence[torch.Tensor],
                 bicubic: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
         nbs = [warp_backward_batch(nb, fl) for nb, fl in zip(neighbours, flows)] if warping else list(neighbours)
         if base == "mean":
-            bicubic = torch.stack([inp] + nbs).mean(dim=0)
+            bicubic = mean_base(inp, nbs)
         return nbs, bicubic
 
     return prepare
