@@ -32,7 +32,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -350,15 +350,16 @@ def _find_clip(name: str, cache: str, given: Sequence[str]) -> Optional[str]:
     return None
 
 
-def _run(cmd: List[str], cwd: str, what: str) -> None:
+def _run(cmd: List[str], cwd: str, what: str, remedy: str = "give the clips with --clips/--eval_clip instead") -> None:
+    """Run a download/unpack command; a failure is a one-line FetchError naming the step, the exit status, the
+    command's last output line and ``remedy``."""
     try:
         res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FetchError(f"could not {what}: {exc}") from None
+        raise FetchError(f"could not {what}: {exc}; {remedy}") from None
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise FetchError(f"could not {what} (`{' '.join(cmd)}` exited {res.returncode}: {tail[0]}); "
-                         "give the clips with --clips/--eval_clip instead")
+        raise FetchError(f"could not {what} (`{' '.join(cmd)}` exited {res.returncode}: {tail[0].strip()}); {remedy}")
 
 
 def fetch_clips(cache: str, source: str) -> None:
@@ -674,16 +675,26 @@ def build_sample(dest: str, clips: Sequence[str], eval_clip: str, sequences_per_
     if sequences_per_clip < 1 or eval_frames < 1:
         raise FetchError("--sample_sequences and --sample_eval_frames must be at least 1")
     marker = check_sample_dest(dest, overwrite)
+    return _build_in_place(
+        dest, marker, overwrite, "cannot write the sample to",
+        lambda tmp: _write_sample(tmp, clips, eval_clip, sequences_per_clip, eval_frames, progress))
+
+
+def _build_in_place(dest: str, marker: Optional[Dict[str, List[str]]], overwrite: bool, failure: str,
+                    write: Callable[[str], dict]) -> dict:
+    """Run ``write(tmp)`` in a fresh temporary folder inside ``dest``, then move its files into place and record
+    them in the sample marker; returns write's manifest. On any failure nothing half-written stays behind, and a
+    ``dest`` this call created is removed again if it is still empty."""
     made_dest = not os.path.isdir(dest)
     tmp = None
     try:
         os.makedirs(dest, exist_ok=True)
         _remove_stale_dirs(dest, _SAMPLE_TMP)
         tmp = tempfile.mkdtemp(prefix=_SAMPLE_TMP + atomic.owner_tag(), dir=dest)
-        manifest = _write_sample(tmp, clips, eval_clip, sequences_per_clip, eval_frames, progress)
+        manifest = write(tmp)
         _install_sample(tmp, dest, marker, overwrite)
     except OSError as exc:
-        raise user_error_from_os(exc, "cannot write the sample to") from None
+        raise user_error_from_os(exc, failure) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -751,16 +762,8 @@ def fetch_afm_sdist(cache: str, progress: bool = True) -> str:
               file=sys.stderr)
     tmp = tempfile.mkdtemp(prefix=_AFM_DOWNLOAD_TMP + atomic.owner_tag(), dir=cache)
     try:
-        cmd = _afm_pip_command(tmp)
-        try:
-            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=1800)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FetchError(f"could not run pip to download the {AFM_REQUIREMENT} source archive: {exc}") from None
-        if res.returncode != 0:
-            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise FetchError(f"could not download the {AFM_REQUIREMENT} source archive with pip (exit "
-                             f"{res.returncode}: {tail[0].strip()}); check the network connection and rerun, or put "
-                             f"{AFM_SDIST} from PyPI into {cache}")
+        _run(_afm_pip_command(tmp), tmp, f"download the {AFM_REQUIREMENT} source archive with pip",
+             f"check the network connection and rerun, or put {AFM_SDIST} from PyPI into {cache}")
         names = [n for n in os.listdir(tmp) if n.lower() == AFM_SDIST]
         if not names:
             raise FetchError(f"pip reported success but no {AFM_SDIST} is in {tmp}")
@@ -847,29 +850,16 @@ def build_afm_sample(dest: str, cache: str, overwrite: bool = False, progress: b
     """
     marker = _check_afm_dest(dest, overwrite)
     sdist = fetch_afm_sdist(cache, progress)
-    made_dest = not os.path.isdir(dest)
-    tmp = None
+    manifest = _build_in_place(dest, marker, overwrite, "cannot write the AFM sample to",
+                               lambda tmp: _write_afm_sample(tmp, sdist))
+    marker_path = os.path.join(dest, SAMPLE_MARKER)
     try:
-        os.makedirs(dest, exist_ok=True)
-        _remove_stale_dirs(dest, _SAMPLE_TMP)
-        tmp = tempfile.mkdtemp(prefix=_SAMPLE_TMP + atomic.owner_tag(), dir=dest)
-        manifest = _write_afm_sample(tmp, sdist)
-        _install_sample(tmp, dest, marker, overwrite)
-        marker_path = os.path.join(dest, SAMPLE_MARKER)
         with open(marker_path, encoding="utf-8") as f:
             record = json.load(f)
         record["created_by"] = "DatasetFetcher.py --afm_sample"
         atomic.write_text(marker_path, json.dumps(record, indent=1) + "\n")
     except OSError as exc:
         raise user_error_from_os(exc, "cannot write the AFM sample to") from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            if made_dest and not os.listdir(dest):
-                os.rmdir(dest)
-        except OSError:
-            pass
     return manifest
 
 
