@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip_frames", type=int, default=0, help="leave the first and last N frames out of the metrics")
     p.add_argument("--edge", choices=EDGE_MODES, default="centre",
                    help="neighbours beyond the clip ends: centre frame (original), reflect or clamp")
+    add_bool(p, "progress", True, "show a tqdm progress bar per clip or movie")
     add_bool(p, "save_frames", True, "save the SR frames as PNG when evaluating (always saved with --upscale_only)")
     video = p.add_argument_group("video output (--upscale_only with a video input)")
     video.add_argument("--codec", choices=tuple(CODECS), default="h264",
@@ -512,12 +513,12 @@ def _sr_frames(clip: Clip, items: Iterator[Tuple[np.ndarray, object]], model, co
         yield t, payload, lr, sr_image(sr, lr, scale, args.residual)
 
 
-def _progress(clip: Clip, keep: Callable[[int], bool]):
+def _progress(clip: Clip, keep: Callable[[int], bool], show: bool):
     from tqdm import tqdm
 
     count = clip.count()
     total = sum(1 for t in range(count) if keep(t)) if count else None
-    return tqdm(total=total, unit="frame", desc=clip.name, dynamic_ncols=True, leave=True)
+    return tqdm(total=total, unit="frame", desc=clip.name, dynamic_ncols=True, leave=True, disable=not show)
 
 
 def _warn_if_truncated(clip: Clip, decoded: int) -> None:
@@ -557,7 +558,7 @@ def upscale_clip(clip: Clip, model, config: dict, args, device) -> None:
     items = _stop_after(_counted(_same_size(clip.iter_frames(), clip), times), frames, config["nFrames"])
     middle = (clip.count() or 1) // 2
     shown, last = None, None
-    with _progress(clip, compute) as bar:
+    with _progress(clip, compute, args.progress) as bar:
         for t, _, lr, sr in _sr_frames(clip, items, model, config, args, device, compute):
             sr8 = metrics.to_uint8(sr)
             save_rgb(os.path.join(folder, clip.frame_name(t) + ".png"), sr8)
@@ -617,7 +618,7 @@ def evaluate_clip(clip: Clip, model, config: dict, args, device) -> List[dict]:
     count = len(clip.targets) if clip.targets is not None else clip.count()
     middle = sorted(clip.targets)[len(clip.targets) // 2] if clip.targets else max((count or 1) - 1, 0) // 2
     rows, shown, last = [], None, None
-    with _progress(clip, keep) as bar:
+    with _progress(clip, keep, args.progress) as bar:
         for t, hr, lr, sr in _sr_frames(clip, _stop_after(items(), frames, config["nFrames"]), model, config, args,
                                         device, keep):
             sr8 = metrics.to_uint8(sr)
@@ -872,7 +873,8 @@ def _denoise_array(frames: np.ndarray, blank: Sequence[int], loaded: Tuple[torch
                           residual=config.get("residual") or args.residual, blank=skip,
                           flow_threads=args.threads,
                           flow_fn=flow_function(args, device) if settings.flows == "pyflow" else None)
-    with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True) as bar:
+    with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True,
+              disable=not args.progress) as bar:
         for t, _, _, result in stream:
             out[t] = result if t in skip else np.clip(result, 0.0, 1.0)
             bar.update(1)
