@@ -26,6 +26,29 @@ def _few_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and OpenMP spinning makes them many times slower on a busy machine.
+    Test files use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def net_inputs(num_channels: int, neighbours: int, h: int = 6, w: int = 5, batch: int = 2, seed: int = 0):
+    """Seeded random (x, neighbours, flows) for an RBPN generator: frames in [0, 1], flows ~ N(0, 1)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, num_channels, h, w, generator=g)
+    nbs = [torch.rand(batch, num_channels, h, w, generator=g) for _ in range(neighbours)]
+    flows = [torch.randn(batch, 2, h, w, generator=g) for _ in range(neighbours)]
+    return x, nbs, flows
+
+
+@pytest.fixture
 def tiny_net_config() -> dict:
     return dict(TINY_NET)
 

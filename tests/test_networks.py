@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import TINY_NET
+from conftest import TINY_NET, net_inputs
 
 import rbpn
 from base_networks import ResnetBlock
@@ -20,12 +20,7 @@ def _reference(name: str) -> dict:
 
 
 def _inputs(config: dict, h: int = 6, w: int = 5, batch: int = 2, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    c, n = config["num_channels"], config["nFrames"] - 1
-    x = torch.rand(batch, c, h, w, generator=g)
-    nbs = [torch.rand(batch, c, h, w, generator=g) for _ in range(n)]
-    flows = [torch.randn(batch, 2, h, w, generator=g) for _ in range(n)]
-    return x, nbs, flows
+    return net_inputs(config["num_channels"], config["nFrames"] - 1, h, w, batch, seed)
 
 
 @pytest.mark.parametrize("scale,count", [(2, 10_134_119), (4, 12_771_943), (8, 20_308_583)])
@@ -152,11 +147,14 @@ def test_wrong_inputs_are_value_errors():
         net((x * 255).to(torch.uint8), nbs, flows)
 
 
-def test_grad_checkpointing_same_outputs_and_grads():
+@pytest.mark.parametrize("cls,channels,scale", [(rbpn.Net, 3, 4), (rbpn.Net, 1, 1), (rbpn.Net2, 3, 2)])
+def test_grad_checkpointing_same_outputs_and_grads(cls, channels, scale):
+    """SR and denoising generators alike: checkpointed segments give the same output and gradients."""
     torch.manual_seed(0)
-    net = rbpn.Net(**TINY_NET)
+    config = dict(TINY_NET, num_channels=channels, scale_factor=scale)
+    net = cls(**config)
     keys = list(net.state_dict())
-    x, nbs, flows = _inputs(TINY_NET)
+    x, nbs, flows = _inputs(config)
 
     def run():
         net.zero_grad()

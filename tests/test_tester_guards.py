@@ -195,7 +195,8 @@ def test_help_does_not_import_torch():
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip().endswith("NO-TORCH"), result.stdout + result.stderr
-    assert "--upscale_only" in result.stdout
+    for option in ("--upscale_only", "--denoise", "--channel", "--reference", "--no-eval"):
+        assert option in result.stdout
 
 
 def test_tiny_tiles_warn_and_overlap_must_be_below_tile(tmp_path, tiny_ckpt, capsys):

@@ -22,13 +22,7 @@ TINY = ["--denoise", "--nFrames", "3", "--base_filter", "8", "--feat", "8", "--n
 ONE_STEP = ["--nEpochs", "1", "--max_steps_per_epoch", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP spinning makes them slower on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noisy_movie(frames: int = 12, size: int = 32, channels: int = 1, noise: float = 0.4, seed: int = 0) -> np.ndarray:

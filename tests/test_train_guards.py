@@ -25,12 +25,7 @@ from errors import UserError
 QUICK = ["--loss", "l1", "--nEpochs", "1", "--max_steps_per_epoch", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
