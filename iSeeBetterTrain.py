@@ -427,9 +427,9 @@ def augmented_movies(movies: List[PreparedMovie], bins: List[int], scales: List[
 
     out = []
     for factor in sorted(set(bins)):
+        binned = [(m, *denoise_data.temporal_bin(m.frames, m.blank, factor)) for m in movies]
         for scale in sorted(set(scales), reverse=True):
-            for m in movies:
-                frames, blank = denoise_data.temporal_bin(m.frames, m.blank, factor)
+            for m, frames, blank in binned:
                 if not len(frames):
                     continue
                 frames = denoise_data.spatial_scale(frames, scale)
