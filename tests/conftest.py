@@ -37,6 +37,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def run_torchrun(tmp_path, args, preamble: str = "", processes: int = 2, timeout: int = 300):
+    """``iSeeBetterTrain.py args`` under ``torch.distributed.run`` with ``processes`` CPU processes (one thread
+    each); ``preamble`` is Python run first in every process (e.g. a patch). Returns the CompletedProcess."""
+    import subprocess
+
+    runner = tmp_path / "runner.py"
+    runner.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n" + preamble
+                      + "import iSeeBetterTrain\nfrom errors import run_cli\nrun_cli(iSeeBetterTrain.main)\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           str(runner)] + [str(a) for a in args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
 def net_inputs(num_channels: int, neighbours: int, h: int = 6, w: int = 5, batch: int = 2, seed: int = 0):
     """Seeded random (x, neighbours, flows) for an RBPN generator: frames in [0, 1], flows ~ N(0, 1)."""
     import torch

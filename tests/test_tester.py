@@ -76,8 +76,8 @@ def test_upscale_frame_folder_keeps_names(small_folder, tiny_ckpt, tmp_path, cap
     assert names == [f"{i:03d}.png" for i in range(1, 6)]
     assert load_rgb(str(out / "frames" / "001.png")).shape == (128, 160, 3)
     assert not (out / "frames.mp4").exists()
-    # Tiled run of the same input: within one 8-bit level of the whole-frame run.
     assert "frame/s" in err  # the tqdm bar
+    # Tiled run of the same input: within one 8-bit level of the whole-frame run.
     tiled = tmp_path / "tiled"
     code, err = _cli(["-u", "-i", str(small_folder), "-o", str(tiled), "-m", tiny_ckpt, "--precision", "fp32",
                       "--tile", "32", "--tile_overlap", "16", "--no-progress"], capsys)

@@ -456,7 +456,6 @@ def test_options_of_the_other_mode_are_refused(argv, expected, movie, tmp_path, 
     assert code == 2 and expected in _one_error(err)
 
 
-
 # ------------------------------------------------------------------------------------------------- denoise_eval
 
 

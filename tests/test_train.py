@@ -2,19 +2,15 @@
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_torchrun
 
 import iSeeBetterTrain
 import training
 from errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny generator (TINY_NET sizes) on 8x8 LR patches; everything else as the real command line.
 TINY_ARGS = ["--nFrames", "3", "--base_filter", "8", "--feat", "8", "--n_resblock", "1", "--patch_size", "8",
@@ -341,16 +337,10 @@ def test_grad_checkpointing_gives_the_same_step(frame_folder, constant_flows, ti
 
 
 def test_ddp_two_gloo_processes(tmp_path, frame_folder):
-    runner = tmp_path / "runner.py"
-    runner.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n" + CONSTANT_FLOWS
-                      + "import iSeeBetterTrain\nfrom errors import run_cli\nrun_cli(iSeeBetterTrain.main)\n")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(runner)]
-    cmd += [str(a) for a in TINY_ARGS] + ["--data_dir", str(frame_folder), "--save_folder", str(out),
-                                          "--nEpochs", "1", "--loss", "gan", "--gpu_mode", "False",
-                                          "--perceptual_weight", "0"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = run_torchrun(tmp_path, TINY_ARGS + ["--data_dir", frame_folder, "--save_folder", out, "--nEpochs", "1",
+                                               "--loss", "gan", "--gpu_mode", "False", "--perceptual_weight", "0"],
+                        preamble=CONSTANT_FLOWS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in (out / "train.log").read_text()
     row = json.loads((out / "metrics.jsonl").read_text())

@@ -2,14 +2,11 @@
 resume, pretrained weights, and the one-line errors for bad options and bad movies."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_torchrun
 
 import checkpoint
 import iSeeBetterTrain
@@ -211,15 +208,9 @@ def test_precision_checkpointing_and_whole_frames(tmp_path, grey_movie, extra):
 
 def test_ddp_two_gloo_processes_denoise(tmp_path, grey_movie):
     """--denoise under torchrun: two CPU processes split the windows, only rank 0 writes, the run is a denoiser."""
-    root = str(Path(__file__).resolve().parents[1])
-    runner = tmp_path / "runner.py"
-    runner.write_text(f"import sys\nsys.path.insert(0, {root!r})\n"
-                      "import iSeeBetterTrain\nfrom errors import run_cli\nrun_cli(iSeeBetterTrain.main)\n")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(runner)]
-    cmd += TINY + ["--data_dir", str(grey_movie), "--save_folder", str(out), "--nEpochs", "1", "--gpu_mode", "False"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = run_torchrun(tmp_path, TINY + ["--data_dir", grey_movie, "--save_folder", out, "--nEpochs", "1",
+                                          "--gpu_mode", "False"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in (out / "train.log").read_text()
     (row,) = rows(out)

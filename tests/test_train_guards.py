@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import moving_frames
-from test_train import ROOT, load, run
+from conftest import ROOT, moving_frames
+from test_train import load, run
 
 import atomic
 import iSeeBetterTrain

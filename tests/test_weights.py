@@ -43,6 +43,7 @@ def test_psnr_model_beats_bicubic_on_real_frames():
     assert np.mean(ours) > np.mean(bicubic) + 0.3, (np.mean(ours), np.mean(bicubic))
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_shipped_denoiser_loads_and_cleans_a_noisy_movie():
     """weights/iSeeBetter_denoise_afm.pth: grey nFrames-5 RBPN at scale 1 adding a correction to the mean of its
     frames; on a synthetic noisy movie of small drifting blobs it must come closer to the clean frames than the raw
@@ -50,7 +51,6 @@ def test_shipped_denoiser_loads_and_cleans_a_noisy_movie():
     import denoise_data
     from inference import denoise_clip
 
-    torch.set_num_threads(1)
     path = os.path.join(WEIGHTS, "iSeeBetter_denoise_afm.pth")
     net, config = checkpoint.build_generator(path, expect={"task": "denoise", "num_channels": 1})
     assert (config["nFrames"], config["scale_factor"], config["residual"]) == (5, 1, "mean")
