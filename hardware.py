@@ -5,6 +5,14 @@ fp32 for training (fp16 training needs loss scaling: ask for it explicitly); on 
 bf16 instructions (AVX512-BF16 or AMX), else fp32 (bf16 there is emulated and several times slower than fp32); on
 any other device, fp32. The choice is logged once, with its reason. Forcing bf16 (or fp16) where it is emulated
 works but warns once. torch is imported inside the functions, so ``import hardware`` is cheap.
+
+On CPUs with AMX, oneDNN 3.x's AMX bf16 kernels compute DBPN's strided projections (kernel 8 / stride 4 for x4,
+kernel 12 / stride 8 for x8) wrongly: about 100 % relative error, in inference and in gradients (measured with
+torch 2.14.1 / oneDNN 3.12 on an AMX Xeon; kernel 6 / stride 2 and 3x3 convolutions are right). Importing this
+module therefore caps oneDNN at AVX512-BF16 on such CPUs (``ONEDNN_MAX_CPU_ISA``, unless the user set it), which
+keeps native bf16 and gives 0.3 % error; oneDNN reads it at its first convolution, and every script imports this
+module (through ``inference`` or ``training``) before one runs. ``bf16_convolutions_correct`` checks the result
+on the real CPU, and ``resolve_precision`` refuses bf16 where it is still wrong.
 """
 
 import functools
@@ -13,6 +21,7 @@ import platform
 from typing import Dict, Optional, Set, Tuple
 
 import logger
+from errors import UserError
 
 CONCRETE = ("fp32", "bf16", "fp16")
 _ANNOUNCED: Set[Tuple] = set()  # (kind, ...) keys of the messages already logged
@@ -120,6 +129,43 @@ def describe_cpu() -> str:
             f"core(s)")
 
 
+def _cap_onednn_below_amx() -> None:
+    """Cap oneDNN at AVX512-BF16 on CPUs with AMX, unless the user chose an ISA (see the module docstring)."""
+    if "ONEDNN_MAX_CPU_ISA" in os.environ or "DNNL_MAX_CPU_ISA" in os.environ:
+        return
+    _, flags = _proc_cpuinfo()
+    if "amx_bf16" in flags and "avx512_bf16" in flags:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
+
+
+_cap_onednn_below_amx()
+
+
+def _bf16_conv_error() -> float:
+    """Relative mean error of a bf16 strided convolution (DBPN's x4 projection) against fp32 on this CPU."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 32, 32, generator=gen)
+    weight = torch.randn(8, 8, 8, 8, generator=gen) / 16
+    with torch.no_grad():
+        exact = torch.nn.functional.conv2d(x, weight, stride=4, padding=2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = torch.nn.functional.conv2d(x, weight, stride=4, padding=2).float()
+    return float((low - exact).abs().mean() / exact.abs().mean())
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_convolutions_correct() -> bool:
+    """Whether bf16 convolutions on this CPU agree with fp32 to bf16's precision (under 5 % relative error; a
+    correct kernel gives about 0.3 %). Checked once per process on a small strided convolution."""
+    return _bf16_conv_error() < 0.05
+
+
+_BROKEN_BF16 = ("bf16 convolutions on this CPU give wrong results (a oneDNN AMX fault); set "
+                "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 before starting, or use --precision fp32")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # precision
 
@@ -180,13 +226,17 @@ def resolve_precision(requested: str, device=None, training: bool = False) -> st
     if kind == "cpu":
         info = _cpu_features()
         if requested == "auto":
-            if info["native_bf16"]:
+            if info["native_bf16"] and not bf16_convolutions_correct():
+                choice, why = "fp32", _BROKEN_BF16.split(";")[0]
+            elif info["native_bf16"]:
                 choice, why = "bf16", f"the CPU ({info['model']}) has native bf16 ({_bf16_units(info)})"
             else:
                 choice, why = "fp32", (f"the CPU ({info['model']}) has no native bf16 (no AVX512-BF16/AMX), "
                                        "where bf16 is emulated and slower")
             _announce(("auto", kind, training), f"precision auto -> {choice} for {use}: {why}", warn=False)
             return choice
+        if requested == "bf16" and not bf16_convolutions_correct():
+            raise UserError(_BROKEN_BF16)
         if requested == "bf16" and not info["native_bf16"]:
             _announce(("emulated", kind, requested),
                       "bf16 on this CPU (no AVX512-BF16/AMX) is emulated and typically many times slower than "

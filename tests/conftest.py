@@ -13,6 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import hardware  # noqa: E402,F401  (caps oneDNN below AMX before any test runs a convolution)
+
 # A tiny RBPN that runs in milliseconds on CPU; same code path as the full model.
 TINY_NET = dict(num_channels=3, base_filter=8, feat=8, num_stages=3, n_resblock=1, nFrames=3, scale_factor=4)
 

@@ -91,12 +91,15 @@ def server():
 
 
 def septuplet_zip() -> bytes:
+    """The same bytes at every call: each entry has a fixed time (writestr with a name stamps the current time, at
+    zip's 2-s resolution, so two calls could differ)."""
+    entries = [("vimeo_test_clean/sep_testlist.txt", b"00001/0001\n")]
+    entries += [(f"vimeo_test_clean/sequences/00001/0001/im{k}.png", bytes([k]) * 3000) for k in range(1, 8)]
+    entries += [("vimeo_test_clean/sequences/00001/.DS_Store", b"junk")]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("vimeo_test_clean/sep_testlist.txt", "00001/0001\n")
-        for k in range(1, 8):
-            zf.writestr(f"vimeo_test_clean/sequences/00001/0001/im{k}.png", bytes([k]) * 3000)
-        zf.writestr("vimeo_test_clean/sequences/00001/.DS_Store", b"junk")
+        for name, data in entries:
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return buf.getvalue()
 
 

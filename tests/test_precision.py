@@ -2,6 +2,7 @@
 training entry points (CPU only; CUDA and the CPU's features are faked)."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import hardware
 import inference
 import options
 import training
+from errors import UserError
 
 NATIVE = {"model": "Fake CPU", "avx512": True, "avx512_bf16": True, "amx": False, "native_bf16": True,
           "native_fp16": False}
@@ -214,3 +216,19 @@ def test_trainer_resolves_auto(cpu, native, expected):
     assert y.dtype == (torch.bfloat16 if native else torch.float32)
     with pytest.raises(ValueError):
         training.resolve_precision("fp8", dist.device)
+
+
+def test_bf16_convolutions_are_correct_on_this_cpu():
+    """DBPN's strided x4 projection in bf16 agrees with fp32 on the real CPU (an AMX CPU needs the oneDNN cap)."""
+    assert hardware._bf16_conv_error() < 0.05
+    if "amx_bf16" in hardware._proc_cpuinfo()[1] and "DNNL_MAX_CPU_ISA" not in os.environ:
+        assert os.environ.get("ONEDNN_MAX_CPU_ISA")
+
+
+def test_wrong_bf16_convolutions_mean_fp32_or_a_clear_error(cpu, monkeypatch):
+    cpu(True)
+    monkeypatch.setattr(hardware, "bf16_convolutions_correct", lambda: False)
+    assert hardware.resolve_precision("auto", "cpu") == "fp32"
+    assert hardware.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(UserError, match="ONEDNN_MAX_CPU_ISA"):
+        hardware.resolve_precision("bf16", "cpu")
