@@ -123,9 +123,9 @@ def _prepare(Im1, Im2, alpha, ratio, minWidth, nOuter, nInner, nSOR, colType):
     return a, b
 
 
-def _run(a, b, two_d, alpha, ratio, minWidth, nOuter, nInner, nSOR, colType):
+def _run(a, b, two_d, alpha, ratio, minWidth, nOuter, nInner, nSOR, colType, epoch=-1):
     u, v, im2w = _pyflow.coarse2fine_flow(
-        a, b, float(alpha), float(ratio), float(minWidth), int(nOuter), int(nInner), int(nSOR), int(colType)
+        a, b, float(alpha), float(ratio), float(minWidth), int(nOuter), int(nInner), int(nSOR), int(colType), epoch
     )
     if two_d:
         im2w = im2w[:, :, 0]
@@ -198,7 +198,13 @@ def coarse2fine_flow_batch(
     if n_threads == 1:
         return [_run(a, b, two_d, *params) for a, b in pairs]
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        return list(pool.map(lambda ab: _run(ab[0], ab[1], two_d, *params), pairs))
+        epoch = _pyflow.cancel_epoch()
+        jobs = [pool.submit(_run, a, b, two_d, *params, epoch) for a, b in pairs]
+        try:
+            return [job.result() for job in jobs]
+        except KeyboardInterrupt:  # Ctrl-C reaches this thread only: stop the workers' C++ loops too
+            _pyflow.cancel_running()
+            raise
 
 
 def rbpn_flows(center: np.ndarray, neighbours: Sequence[np.ndarray], threads: int = 0) -> list[np.ndarray]:

@@ -61,6 +61,9 @@ _HALF_DIFF = (-0.5, 0.0, 0.5)  # central difference of the final bicubic warp
 _EPS2 = 1e-6  # epsilon^2 of both Charbonnier penalties
 _OMEGA = 1.8  # SOR relaxation factor
 _DAMPING = 0.05  # Tikhonov damping of the increment, times alpha
+# Largest alpha the solver's sums hold without overflow in float32; the flow there is already about 1e-32 px, so a
+# larger alpha (the C++ flow, in float64, takes up to 1e300) is solved with this one: the same zero flow.
+_MAX_ALPHA_FP32 = 1e30
 
 Device = Union[str, torch.device, None]
 
@@ -473,6 +476,8 @@ def flow_batch(
     a = im1.to(dtype) / 255 if im1.dtype == torch.uint8 else im1.to(dtype)
     b = im2.to(dtype) / 255 if im2.dtype == torch.uint8 else im2.to(dtype)
     a = a.expand(n, -1, -1, -1).contiguous()
+    if dtype == torch.float32:
+        alpha = min(float(alpha), _MAX_ALPHA_FP32)
     u, v = _solve(a, b.contiguous(), float(alpha), float(ratio), float(minWidth), int(nOuterFPIterations),
                   int(nInnerFPIterations), int(nSORIterations), int(colType), sweeps)
     return torch.cat([u, v], dim=1)

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import pyflow
 
@@ -268,3 +269,45 @@ def test_coltype_one_accepted_and_differs_for_colour():
     rgb = pyflow.coarse2fine_flow(a, b, **dict(params, colType=0))
     bgr = pyflow.coarse2fine_flow(a, b, **dict(params, colType=1))
     assert not np.array_equal(rgb[0], bgr[0])
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_ctrl_c_stops_the_cpp_flow(batch):
+    """G09: SIGINT stops a flow at the allowed maximum iterations (hours of work) within moments, single and batch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    call = ("pyflow.coarse2fine_flow_batch(a, [b, b, b], threads=2, **big)" if batch
+            else "pyflow.coarse2fine_flow(a, b, **big)")
+    script = ("import signal, sys, numpy as np\n"
+              f"sys.path.insert(0, {ROOT!r})\n"
+              "import pyflow\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "a = np.random.default_rng(0).random((24, 32, 1)); b = np.roll(a, 1, 1)\n"
+              "big = dict(nOuterFPIterations=100000, nSORIterations=100000)\n"
+              "print('started', flush=True)\n"
+              "try:\n"
+              f"    {call}\n"
+              "except KeyboardInterrupt:\n"
+              "    print('interrupted', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "interrupted"
+
+
+def test_cancel_running_stops_only_computations_started_before():
+    epoch = pyflow._pyflow.cancel_epoch()
+    pyflow._pyflow.cancel_running()
+    a = np.random.default_rng(0).random((8, 8, 1))
+    with pytest.raises(RuntimeError, match="cancelled"):
+        pyflow._pyflow.coarse2fine_flow(a, a, 1.0, 0.5, 4.0, 1, 1, 1, 0, epoch)
+    u, v, _ = pyflow._pyflow.coarse2fine_flow(a, a, 1.0, 0.5, 4.0, 1, 1, 1, 0)
+    assert np.isfinite(u).all() and np.isfinite(v).all()

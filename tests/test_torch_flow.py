@@ -300,3 +300,11 @@ def test_flow_backend_auto_follows_the_model_device():
     assert resolve_flow_backend("auto", None, torch.device("cpu")) == ("cpp", torch.device("cpu"))
     assert resolve_flow_backend("auto", None, torch.device("cuda")) == ("torch", torch.device("cuda"))
     assert resolve_flow_backend("torch", "cpu", torch.device("cpu")) == ("torch", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("alpha", [1e38, 1e39, 1e300])
+def test_huge_alpha_gives_the_zero_flow_like_the_cpp_flow(alpha):
+    """G13: alpha >= 1e38 overflowed float32 into a raw index error; the flow is (numerically) zero, as in C++."""
+    a = torch.rand(1, 1, 24, 32, generator=torch.Generator().manual_seed(0))
+    flow = torch_flow.flow_batch(a, torch.roll(a, 1, 3), alpha=alpha)
+    assert torch.isfinite(flow).all() and float(flow.abs().max()) < 1e-20

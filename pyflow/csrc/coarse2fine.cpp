@@ -198,7 +198,7 @@ void warp_bilinear_fallback(const Image& F1, const Image& F2, const Image& u, co
 }
 
 void coarse2fine(const double* im1, const double* im2, int H, int W, int C, const FlowParams& params, double* u_out,
-                 double* v_out, double* im2w_out) {
+                 double* v_out, double* im2w_out, const StopCheck& stop) {
     const std::size_t N = static_cast<std::size_t>(H) * W;
     Image I1(H, W, C), I2(H, W, C);
     std::memcpy(I1.ptr(), im1, N * C * sizeof(double));
@@ -232,7 +232,7 @@ void coarse2fine(const double* im1, const double* im2, int H, int W, int C, cons
             for (double& x : v.data) x *= upscale;
             warp_bilinear_fallback(F1, F2, u, v, F2w);
         }
-        solve_level(F1, F2, F2w, u, v, params.alpha, params.nOuter + k, params.nInner, params.nSOR + 3 * k);
+        solve_level(F1, F2, F2w, u, v, params.alpha, params.nOuter + k, params.nInner, params.nSOR + 3 * k, stop);
     }
     std::memcpy(u_out, u.ptr(), N * sizeof(double));
     std::memcpy(v_out, v.ptr(), N * sizeof(double));

@@ -89,13 +89,14 @@ inline void sor_rows(const Coef* coef, double* duv, std::ptrdiff_t Wp, double ne
 
 constexpr int kWave = 4;  // sweeps in flight at once (8 spills registers and is slower)
 
-void sor_sweeps(System& sys, double alpha, int nSweeps) {
+void sor_sweeps(System& sys, double alpha, int nSweeps, const StopCheck& stop) {
     const Coef* coef = sys.coef.data();
     double* duv = sys.duv.data();
     const std::ptrdiff_t Wp = sys.Wp;
     const double neg_alpha = -alpha;
     const int H = sys.H, W = sys.W;
     for (int s0 = 0; s0 < nSweeps; s0 += kWave) {
+        if (stop && stop()) throw Cancelled{};
         const int g = std::min(kWave, nSweeps - s0);
         for (int t = 0; t < H + 2 * (g - 1); ++t) {
             // Sweep s0 + k works on row t - 2k (any order of the rows within a step is valid).
@@ -145,7 +146,7 @@ inline double weighted_laplacian(const double* f, const double* phi, int H, int 
 }  // namespace
 
 void solve_level(const Image& F1, const Image& F2, Image& F2w, Image& u, Image& v, double alpha, int nOuter,
-                 int nInner, int nSOR) {
+                 int nInner, int nSOR, const StopCheck& stop) {
     const int H = F1.H, W = F1.W, C = F1.C;
     const std::size_t N = F1.pixels();
     const std::size_t NC = N * C;
@@ -161,6 +162,7 @@ void solve_level(const Image& F1, const Image& F2, Image& F2w, Image& u, Image& 
     const double damp = alpha * 0.05;
 
     for (int outer = 0; outer < nOuter; ++outer) {
+        if (stop && stop()) throw Cancelled{};
         // Derivatives on the smoothed images: Ix, Iy of the 0.4/0.6 blend, It = S2 - S1.
         smooth_planes<2>(F2w.ptr(), S2.data(), tmp.data(), H, W, C, kSmooth5);
         for (std::size_t k = 0; k < NC; ++k) {
@@ -175,6 +177,7 @@ void solve_level(const Image& F1, const Image& F2, Image& F2w, Image& u, Image& 
         std::fill(DU.begin(), DU.end(), 0.0);
         std::fill(DV.begin(), DV.end(), 0.0);
         for (int inner = 0; inner < nInner; ++inner) {
+            if (stop && stop()) throw Cancelled{};
             for (std::size_t p = 0; p < N; ++p) {
                 U[p] = u.data[p] + DU[p];
                 V[p] = v.data[p] + DV[p];
@@ -235,7 +238,7 @@ void solve_level(const Image& F1, const Image& F2, Image& F2w, Image& u, Image& 
                 }
             }
             std::fill(sys.duv.begin(), sys.duv.end(), 0.0);
-            sor_sweeps(sys, alpha, nSOR);
+            sor_sweeps(sys, alpha, nSOR, stop);
             for (int i = 0; i < H; ++i)
                 for (int j = 0; j < W; ++j) {
                     const std::size_t p = static_cast<std::size_t>(i) * W + j, q = sys.at(i, j);
