@@ -5,10 +5,11 @@ frames that make the target are never among the frames the network sees (``make_
 
 Steps, each a function of its own:
 
-1. ``preprocess`` (per movie, physical units -> [0, 1]): ``blank_frames`` finds constant frames (they are skipped
-   everywhere), ``level_rows`` subtracts each scan line's median (SPM line levelling), and ``Normalisation`` maps the
-   0.5 and 99.5 percentiles of the non-blank frames to 0 and 1 (clipped); ``Normalisation.inverse`` maps network
-   outputs back to the levelled data's units.
+1. ``preprocess`` (per movie, physical units -> [0, 1]): ``frame_check.check_frames`` finds blank (constant) and
+   corrupt frames (they are skipped everywhere) and outlier pixels from robust per-frame statistics,
+   ``level_rows`` subtracts each scan line's median (SPM line levelling), and ``Normalisation`` maps the 0.5 and 99.5
+   percentiles of the other frames (outlier pixels left out) to 0 and 1 (clipped); ``Normalisation.inverse`` maps
+   network outputs back to the levelled data's units.
 2. ``make_sample`` splits a window of consecutive frames into the network's input, its neighbours and a target
    (``TARGETS``: ``n2n``, ``select``, ``median``), aligning the target onto the input with the optical flow.
 3. ``DenoiseDataset`` serves every window without a blank frame as a sample, with random patches, flips and the
@@ -31,6 +32,7 @@ import metrics
 from dataset import DataError, apply_augment, random_augment
 from errors import UserError
 from flow_cache import CACHE_VERSION, FlowCache, crop_and_augment
+from frame_check import BLANK_TOL, FrameCheck, check_frames
 
 TARGETS = ("n2n", "select", "median", "interleaved")
 BASES = ("frame", "mean")  # what a --residual generator's output is added to
@@ -62,16 +64,11 @@ def _as_movie(frames: np.ndarray, what: str = "movie") -> np.ndarray:
     return frames
 
 
-def blank_frames(frames: np.ndarray, tol: float = 1e-3) -> List[int]:
-    """Indices of constant frames: max - min of the frame <= ``tol`` times the movie's max - min (all channels).
-
-    When the whole movie is constant, every frame is blank.
-    """
-    frames = _as_movie(frames)
-    flat = frames.reshape(frames.shape[0], -1)
-    lows, highs = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
-    movie_range = float(highs.max() - lows.min())
-    return [t for t in range(frames.shape[0]) if highs[t] - lows[t] <= tol * movie_range]
+def blank_frames(frames: np.ndarray, tol: float = BLANK_TOL) -> List[int]:
+    """Indices of blank frames (``frame_check.check_frames``): constant, or with a robust spread (99th - 1st
+    percentile) at most ``tol`` times the movie's median frame spread. A constant movie is all blank; corrupt frames
+    are not counted here (``check_frames(...).skipped`` has both)."""
+    return check_frames(_as_movie(frames), tol).blank
 
 
 def level_rows(frame: np.ndarray) -> np.ndarray:
@@ -112,15 +109,22 @@ class Normalisation:
 
     @classmethod
     def fit(cls, frames: np.ndarray, blank: Sequence[int] = (), low_pct: float = 0.5, high_pct: float = 99.5,
-            unit: str = "", levelled: bool = False) -> "Normalisation":
-        """Percentiles over the frames not in ``blank``; min/max if they coincide; UserError for no contrast."""
+            unit: str = "", levelled: bool = False, ignore: Optional[np.ndarray] = None) -> "Normalisation":
+        """Percentiles over the frames not in ``blank`` and the values not marked in ``ignore`` (a boolean mask of
+        ``frames``' shape, e.g. outlier pixels); min/max if they coincide; UserError for no contrast."""
         frames = _as_movie(frames)
         keep = [t for t in range(frames.shape[0]) if t not in set(blank)]
         if not keep:
             raise UserError("every frame of the movie is blank (constant); nothing to normalise")
         if not 0.0 <= low_pct < high_pct <= 100.0:
             raise UserError(f"percentiles must satisfy 0 <= low < high <= 100, got {low_pct} and {high_pct}")
-        values = frames[keep].astype(np.float64).ravel()
+        values = frames[keep].astype(np.float64)
+        if ignore is not None:
+            if np.shape(ignore) != frames.shape:
+                raise UserError(f"the ignore mask has shape {np.shape(ignore)} but the movie {frames.shape}")
+            chosen = ~np.asarray(ignore, dtype=bool)[keep]
+            values = values[chosen] if chosen.any() else values
+        values = values.ravel()
         lo, hi = np.percentile(values, [low_pct, high_pct])
         if not hi > lo:
             lo, hi = values.min(), values.max()
@@ -166,25 +170,31 @@ class Normalisation:
             raise UserError(f"invalid normalisation record {d!r}: {exc}") from None
 
 
-def preprocess(frames: np.ndarray, level: bool = True, blank_tol: float = 1e-3, low_pct: float = 0.5,
-               high_pct: float = 99.5, unit: str = "",
-               extra_blank: Sequence[int] = ()) -> Tuple[np.ndarray, Normalisation, List[int]]:
-    """One movie in physical units -> (float32 (T, H, W, C) in [0, 1], its Normalisation, blank frame indices).
+def preprocess(frames: np.ndarray, level: bool = True, blank_tol: float = BLANK_TOL, low_pct: float = 0.5,
+               high_pct: float = 99.5, unit: str = "", extra_blank: Sequence[int] = (),
+               check: Optional[FrameCheck] = None) -> Tuple[np.ndarray, Normalisation, List[int]]:
+    """One movie in physical units -> (float32 (T, H, W, C) in [0, 1], its Normalisation, skipped frame indices).
 
-    Blank frames (``blank_frames`` on the raw frames, plus ``extra_blank``, e.g. a reader's ``Movie.blank``) are
-    left out of the statistics (they are still in the output, and the dataset skips them). ``level`` (SPM data)
-    subtracts each row's median first; turn it off for photographs or renderings such as the fork's 8-bit PNGs.
-    (T, H, W) input is taken as C = 1.
+    The skipped frames are the blank and corrupt ones of ``check`` (``frame_check.check_frames(frames, blank_tol)``
+    when not given; pass it to log its findings with ``frame_check.describe_findings``), plus ``extra_blank``, e.g.
+    a reader's ``Movie.blank``. They and the check's outlier pixels are left out of the statistics (they are still
+    in the output, and the dataset skips those frames). ``level`` (SPM data) subtracts each row's median first; turn
+    it off for photographs or renderings such as the fork's 8-bit PNGs. (T, H, W) input is taken as C = 1.
     """
     frames = _as_movie(frames)
     count = frames.shape[0]
     if any(not 0 <= int(t) < count for t in extra_blank):
         raise UserError(f"blank frame indices must lie in 0..{count - 1}, got {sorted(extra_blank)}")
-    blank = sorted(set(blank_frames(frames, blank_tol)) | {int(t) for t in extra_blank})
-    if len(blank) == frames.shape[0]:
-        raise UserError(f"all {frames.shape[0]} frames of the movie are blank (constant); nothing to train on")
+    check = check_frames(frames, blank_tol, unit=unit) if check is None else check
+    if check.count != count:
+        raise UserError(f"the frame check covers {check.count} frames but the movie has {count}")
+    blank = sorted(set(check.skipped) | {int(t) for t in extra_blank})
+    if len(blank) == count:
+        what = "blank (constant) or corrupt" if check.corrupt else "blank (constant)"
+        raise UserError(f"all {count} frames of the movie are {what}; nothing to denoise or train on")
     data = np.stack([level_rows(f.astype(np.float64)) for f in frames]) if level else frames.astype(np.float64)
-    norm = Normalisation.fit(data, blank, low_pct, high_pct, unit, levelled=level)
+    ignore = check.outlier_mask(frames) if check.outliers else None
+    norm = Normalisation.fit(data, blank, low_pct, high_pct, unit, levelled=level, ignore=ignore)
     return norm.forward(data).astype(np.float32), norm, blank
 
 
@@ -512,7 +522,7 @@ class DenoiseDataset(torch.utils.data.Dataset):
         if len(channels) > 1:
             raise UserError(f"all movies must have the same number of channels, got {sorted(channels)}")
         self.blanks = [sorted(set(int(t) for t in b)) for b in blanks] if blanks is not None else \
-            [blank_frames(m) for m in self.movies]
+            [check_frames(m).skipped for m in self.movies]
         self.samples: List[Tuple[int, int]] = []  # (movie index, first frame of the window)
         for m, movie in enumerate(self.movies):
             count, (h, w) = movie.shape[0], movie.shape[1:3]

@@ -27,11 +27,14 @@ The ``.asd`` layout (little-endian throughout), as the public readers describe i
   and the value ``-k * v``: ``k`` = z piezo extension (nm/V) x z piezo gain for topography (nm), minus the sensor
   sensitivity for the error channel (nm), minus the phase sensitivity for phase (deg). For the usual bipolar
   ranges that is ``(R - 2 R level / 2**bits) * k`` (level 0 is the highest point), as the public readers compute;
-  for unipolar ranges ``-R level / 2**bits * k`` (afmreader's sign). A channel with an unknown kind or a zero
-  factor stays in volts (``v``, unit "V") with a warning.
+  for unipolar ranges ``-R level / 2**bits * k`` (afmreader's sign). A channel with an unknown kind, or whose
+  factor is 0, NaN, infinite or so large that the values overflow float32 (a corrupt header), stays in volts
+  (``v``, unit "V") with a warning that names the header fields.
 
-A file shorter than its header announces is refused (``read_movie``); ``read_asd(..., keep_truncated=True)`` keeps
-the complete frames instead and warns. A file longer than announced is refused as corrupt.
+A file shorter than its header announces is refused, unless ``keep_truncated`` (``read_movie`` and ``read_asd``):
+then the complete frames of the channel are kept, with a warning. A file longer than announced is refused as
+corrupt. The readers do not judge frame contents: ``frame_check.check_frames`` finds corrupt frames (e.g. garbage
+bytes in one ``.asd`` frame) and outlier pixels.
 """
 
 import os
@@ -271,14 +274,44 @@ def _scale(h: dict, index: int, path: str) -> Tuple[float, float, float, str]:
     lo, span = (-volts, 2 * volts) if bipolar else (0.0, volts)
     kind = h["kinds"][index]
     name = h["channels"][index]
-    factors = {"TP": float(h["z_piezo_extension"]) * float(h["z_piezo_gain"]),
-               "ER": -float(h["sensor_sensitivity"]), "PH": -float(h["phase_sensitivity"])}
-    k = factors.get(kind, 0.0)
-    if kind in ASD_KINDS and k != 0.0 and np.isfinite(k):
-        return lo, span, k, ASD_KINDS[kind][1]
-    why = "its data kind is unknown" if kind not in ASD_KINDS else "the header gives no conversion factor (0)"
+    why = _factor_problem(h, kind, max(abs(lo), abs(lo + span)))
+    if why is None:
+        return lo, span, _factor(h, kind), ASD_KINDS[kind][1]
     warnings.warn(f"{path}: channel {name} ({kind!r}) stays in volts: {why}", stacklevel=3)
     return lo, span, -1.0, "V"
+
+
+def _factor(h: dict, kind: str) -> float:
+    """The header's conversion factor of a data kind (0 for an unknown kind)."""
+    factors = {"TP": float(h["z_piezo_extension"]) * float(h["z_piezo_gain"]),
+               "ER": -float(h["sensor_sensitivity"]), "PH": -float(h["phase_sensitivity"])}
+    return factors.get(kind, 0.0)
+
+
+def _factor_fields(h: dict, kind: str) -> str:
+    """The header fields that make a kind's conversion factor, with their values."""
+    if kind == "TP":
+        return f"z piezo extension {float(h['z_piezo_extension']):g} nm/V x z piezo gain {float(h['z_piezo_gain']):g}"
+    if kind == "ER":
+        return f"sensor sensitivity {float(h['sensor_sensitivity']):g} nm/V"
+    return f"phase sensitivity {float(h['phase_sensitivity']):g} deg/V"
+
+
+def _factor_problem(h: dict, kind: str, volts: float) -> Optional[str]:
+    """Why a kind's levels cannot be converted (None when they can): an unknown kind, or a conversion factor that
+    is 0, not finite, or so large that the values overflow float32 (a corrupt header)."""
+    if kind not in ASD_KINDS:
+        return "its data kind is unknown"
+    k = _factor(h, kind)
+    fields = _factor_fields(h, kind)
+    if k == 0.0:
+        return f"the header gives no conversion factor (0: {fields})"
+    if not np.isfinite(k):
+        return f"the header's conversion factor is not a finite number ({fields}); the header is corrupt"
+    if abs(k) * volts > float(np.finfo(np.float32).max):
+        return (f"the header's conversion factor ({fields}) would give values beyond the float32 range; the header "
+                "is corrupt")
+    return None
 
 
 def read_asd(path: str, channel: Optional[str] = None, keep_truncated: bool = False) -> Movie:
@@ -446,11 +479,12 @@ def _is_movie_file(path: str) -> bool:
     return ext in (ASD_EXTENSION, NPY_EXTENSION) or is_video_file(path)
 
 
-def read_movie(path: str, channel: Optional[str] = None) -> Movie:
+def read_movie(path: str, channel: Optional[str] = None, keep_truncated: bool = False) -> Movie:
     """Read an ``.asd`` file, a ``.npy`` stack, a folder of PNG/TIFF frames or a video as a ``Movie``.
 
     ``channel`` selects an ``.asd`` channel (index or name); for other movies it may only name the movie's own
-    channel ("grey" or "rgb").
+    channel ("grey" or "rgb"). ``keep_truncated``: an ``.asd`` file shorter than its header says keeps its complete
+    frames of the channel, with a warning, instead of being refused (``read_asd``); other movies ignore it.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -460,7 +494,7 @@ def read_movie(path: str, channel: Optional[str] = None) -> Movie:
     else:
         ext = os.path.splitext(path)[1].lower()
         if ext == ASD_EXTENSION:
-            return read_asd(path, channel)
+            return read_asd(path, channel, keep_truncated=keep_truncated)
         if ext == NPY_EXTENSION:
             movie = _read_npy(path)
         elif is_video_file(path):

@@ -86,6 +86,60 @@ def test_blank_frames_finds_constant_frames_relative_to_the_movie_range():
     assert blank_frames(np.ones((3, 4, 4))) == [0, 1, 2]  # a constant movie is all blank
 
 
+def test_one_spike_pixel_blanks_no_frame_and_is_reported():
+    """Issue 22: one 1e4 pixel in a [0, 1] movie of 8 frames used to make the 7 other frames 'blank'."""
+    import frame_check
+
+    movie = np.random.default_rng(0).random((8, 32, 32)).astype(np.float32)
+    movie[3, 5, 5] = 1e4
+    movie_with_constant = movie.copy()
+    movie_with_constant[6] = 0.25
+    assert blank_frames(movie) == [] and blank_frames(movie_with_constant) == [6]
+    check = frame_check.check_frames(movie)
+    assert check.outliers == {3: 1} and check.corrupt == []
+    lines = frame_check.describe_findings(check, "s")
+    assert lines == [f"s: frame 4 of 8: 1 outlier pixel (the most extreme is 1e+04; the frames typically span "
+                     f"{check.typical[0]:.4g} to {check.typical[1]:.4g}); {frame_check.OUTLIER_ACTION}"]
+    out, norm, blank = preprocess(movie, level=False)
+    assert blank == [] and out.shape == (8, 32, 32, 1)
+    assert 0 <= norm.lo < 0.01 and 0.99 < norm.hi <= 1.0  # the spike did not move the normalisation
+    assert out[3, 5, 5, 0] == 1.0  # the network sees it at the top of its range (the input is clipped)
+    _, _, blank = preprocess(movie_with_constant, level=False)
+    assert blank == [6]
+
+
+def test_outlier_pixels_are_left_out_of_the_normalisation():
+    """Even when they are more than the 0.5 % the percentiles tolerate."""
+    movie = np.random.default_rng(1).random((4, 20, 20, 1))
+    movie[:, 0, :3] = 5e3  # 3 of 400 pixels in every frame, 0.75 % of the movie
+    _, norm, blank = preprocess(movie, level=False)
+    assert blank == [] and norm.hi < 1.0
+    unmasked = Normalisation.fit(movie)
+    assert unmasked.hi == pytest.approx(5e3)
+    with pytest.raises(UserError, match="ignore mask"):
+        Normalisation.fit(movie, ignore=np.zeros((4, 20, 20), bool))
+
+
+def test_a_corrupt_frame_is_skipped_and_training_still_has_samples():
+    """A garbage frame is skipped like a blank one; the others stay usable (the trainer's E08 case)."""
+    import frame_check
+
+    rng = np.random.default_rng(2)
+    movie = shifting_movie(8, 24, 24)
+    movie[2].ravel()[50:300] = rng.uniform(-1e3, 1e3, size=250)
+    check = frame_check.check_frames(movie)
+    assert check.corrupt == [2] and check.blank == []
+    out, norm, blank = preprocess(movie, level=False, check=check)
+    assert blank == [2] and norm.hi == pytest.approx(np.percentile(np.delete(movie, 2, axis=0), 99.5))
+    ds = DenoiseDataset([out], blanks=[blank], names=["m"], n_frames=3, target="n2n", patch_size=8, flows="zero")
+    assert ds.samples == [(0, s) for s in (3, 4)]  # windows of 4 frames (n2n, 3 frames) without frame 2
+    everything = np.repeat(movie[:1], 3, axis=0) * 0 + 0.5
+    with pytest.raises(UserError, match="all 3 frames of the movie are blank \\(constant\\); nothing to denoise"):
+        preprocess(everything)
+    with pytest.raises(UserError, match="frame check covers 8 frames"):
+        preprocess(movie[:4], check=check)
+
+
 def test_normalisation_round_trips_and_records():
     rng = np.random.default_rng(3)
     heights = rng.normal(2e-9, 1e-9, size=(5, 16, 16, 1))  # metres

@@ -161,6 +161,63 @@ def test_asd_channel_without_factor_stays_in_volts(tmp_path):
     assert (movie.channel, movie.unit) == ("ch2", "V")
 
 
+@pytest.mark.parametrize("version", [0, 1])
+def test_asd_nan_or_overflowing_piezo_factor_stays_in_volts_and_says_why(tmp_path, version):
+    tp = levels()
+    cases = {"nan": (dict(z_ext=float("nan")), "not a finite number (z piezo extension nan nm/V x z piezo gain 2)"),
+             "inf": (dict(z_ext=float("inf")), "not a finite number (z piezo extension inf nm/V"),
+             "huge": (dict(z_ext=1e38, z_gain=1e38), "would give values beyond the float32 range"),
+             "zero": (dict(z_ext=0.0), "no conversion factor (0: z piezo extension 0 nm/V x z piezo gain 2)")}
+    for name, (kw, expected) in cases.items():
+        path = write_asd(tmp_path / f"{name}{version}.asd", version, [tp], kinds=("TP", ""), **kw)
+        with pytest.warns(UserWarning) as caught:
+            movie = read_movie(path)
+        message = str(caught[0].message)
+        assert "stays in volts" in message and expected in message, name
+        assert movie.unit == "V" and np.isfinite(movie.frames).all()
+        np.testing.assert_allclose(movie.frames[..., 0], -5.0 + 10.0 * tp / 4096, rtol=1e-6, atol=1e-6)
+
+
+def test_read_movie_keep_truncated_keeps_the_complete_frames(tmp_path):
+    """Only the phase channel is cut: the topography is whole, and read_movie(keep_truncated=True) keeps it."""
+    tp, ph = levels(), levels(seed=1)
+    path = tmp_path / "cut.asd"
+    path.write_bytes(asd_bytes(1, [tp, ph])[:-1])
+    with pytest.raises(ScanError, match=r"\(4 of 4 frames of channel topography complete\); copy the file again"):
+        read_movie(str(path))
+    with pytest.warns(UserWarning, match="keeping the 4 complete frames"):
+        movie = read_movie(str(path), keep_truncated=True)
+    assert movie.frames.shape[0] == 4 and movie.info["truncated"] is True
+    np.testing.assert_allclose(movie.frames[..., 0], bipolar(tp, 90.0), rtol=1e-6)
+    with pytest.warns(UserWarning, match="keeping the 3 complete frames"):
+        assert read_movie(str(path), "phase", keep_truncated=True).frames.shape[0] == 3
+    np.save(tmp_path / "s.npy", np.zeros((2, 3, 4)))
+    assert read_movie(str(tmp_path / "s.npy"), keep_truncated=True).frames.shape == (2, 3, 4, 1)  # no effect
+
+
+def test_asd_garbage_in_one_frame_is_corrupt_not_blank(tmp_path):
+    """Issue 22 (D11): 3 KB of random int16 in the levels of frame 1 of 8 used to make the 7 good frames 'blank'."""
+    import denoise_data
+    import frame_check
+
+    rng = np.random.default_rng(7)
+    tp = np.clip(2048 + 40 * np.sin(np.arange(64) / 5)[None, None, :] + rng.normal(0, 8, (8, 64, 64)), 0, 4095)
+    data = bytearray(asd_bytes(1, [tp.astype(np.int16)], kinds=("TP", "")))
+    start = len(data) - 8 * (32 + 2 * 64 * 64)  # the first frame header
+    data[start + 200 : start + 3200] = rng.integers(0, 256, size=3000, dtype=np.uint8).tobytes()
+    path = tmp_path / "garbage.asd"
+    path.write_bytes(bytes(data))
+    movie = read_movie(str(path))
+    assert movie.blank == []
+    check = frame_check.check_frames(movie.frames, unit=movie.unit)
+    assert check.corrupt == [0] and check.blank == [] and check.outliers == {}
+    (line,) = frame_check.describe_findings(check, "garbage", extra_blank=movie.blank)
+    assert line.startswith("garbage: frame 1 of 8: corrupt (its values spread ") and "nm" in line
+    assert "constant" not in line and "pixels lie far outside their range" in line
+    _, norm, skipped = denoise_data.preprocess(movie.frames, unit=movie.unit, extra_blank=movie.blank, check=check)
+    assert skipped == [0] and norm.hi - norm.lo < 100  # nm: the garbage did not enter the normalisation
+
+
 def test_asd_blank_frames_are_kept_and_listed(tmp_path):
     tp = levels(t=5)
     tp[0] = 0
