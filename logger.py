@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from typing import Dict, List, Optional
 
 import atomic
@@ -22,8 +23,24 @@ PLAIN_FORMAT = "[%(levelname)8.8s] %(message)s"
 DEBUG_FORMAT = "[%(levelname)8.8s] [%(filename)s:%(lineno)d:%(funcName)s()] %(message)s"
 
 
+PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.warn`` of this project's code (a UserWarning raised in a file under the project) becomes one
+    ``WARNING`` line of the log, without Python's category and source line; other warnings print as Python does."""
+    ours = os.path.abspath(filename).startswith(PROJECT_ROOT + os.sep) and issubclass(category, UserWarning)
+    if ours:
+        LOGGER.warning(str(message))
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
 def initLogger(debugFlag: bool = False) -> logging.Logger:
-    """Set up console logging like the original: INFO by default, DEBUG with file:line:func() when asked."""
+    """Set up console logging like the original: INFO by default, DEBUG with file:line:func() when asked. The
+    project's own ``warnings.warn`` lines go through the log too (``_show_warning``)."""
+    warnings.showwarning = _show_warning
     LOGGER.setLevel(logging.DEBUG if debugFlag else logging.INFO)
     fmt = logging.Formatter(DEBUG_FORMAT if debugFlag else PLAIN_FORMAT)
     console = [h for h in LOGGER.handlers if getattr(h, "_iseebetter_console", False)]

@@ -59,3 +59,21 @@ def test_disabled_run_logger_writes_nothing(tmp_path):
     run.log_epoch({"epoch": 1, "g_loss": 1.0})
     run.close()
     assert not (tmp_path / "x").exists()
+
+
+def test_project_warnings_are_one_log_line(capsys, monkeypatch):
+    """warnings.warn in the project's code prints as one WARNING log line, not Python's 'UserWarning' + source line."""
+    import warnings
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    others = []
+    monkeypatch.setattr(logger, "_PYTHON_SHOWWARNING", lambda message, category, *a: others.append(category))
+    logger.initLogger()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("m.asd: channel stays in volts", stacklevel=1)  # this file is the project's code too
+        warnings.warn("a library's deprecation", DeprecationWarning, stacklevel=1)
+    err = capsys.readouterr().err.splitlines()
+    ours = [line for line in err if "volts" in line]
+    assert len(ours) == 1 and ours[0].startswith("[ WARNING]") and "UserWarning" not in ours[0]
+    assert others == [DeprecationWarning]  # a library's warning is shown as Python shows it
