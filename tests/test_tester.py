@@ -13,6 +13,7 @@ from conftest import run_tester as _cli
 
 import iSeeBetterTest as tester
 import metrics
+from clips import septuplet_target
 from video_io import list_frames, load_rgb, video_info
 
 
@@ -242,11 +243,11 @@ def test_boolean_options_take_the_original_syntax_too():
 
 
 def test_septuplet_target_frame_is_the_originals():
-    assert tester.septuplet_target(7, True, 7) == 3  # im4
-    assert tester.septuplet_target(3, True, 7) == 3  # im4 whatever nFrames (neighbours im3, im5)
-    assert tester.septuplet_target(7, False, 7) == 6  # im7: past frames only
-    assert tester.septuplet_target(5, False, 7) == 4  # im5
-    assert tester.septuplet_target(7, True, 2) == 1  # short folder: its last frame
+    assert septuplet_target(7, True, 7) == 3  # im4
+    assert septuplet_target(3, True, 7) == 3  # im4 whatever nFrames (neighbours im3, im5)
+    assert septuplet_target(7, False, 7) == 6  # im7: past frames only
+    assert septuplet_target(5, False, 7) == 4  # im5
+    assert septuplet_target(7, True, 2) == 1  # short folder: its last frame
 
 
 def test_skip_frames_counts_from_both_ends_of_the_clip(vid4_like, tmp_path, capsys):

@@ -14,6 +14,7 @@ from conftest import run_tester as _cli
 
 import atomic
 import iSeeBetterTest as tester
+import upscale
 import video_io
 
 
@@ -219,7 +220,7 @@ def test_output_problems_are_found_before_any_work(tmp_path, capsys, monkeypatch
     somefile = tmp_path / "somefile"
     somefile.write_text("x")
     evaluated = []
-    monkeypatch.setattr(tester, "evaluate_clip", lambda *a, **k: evaluated.append(1))
+    monkeypatch.setattr(upscale, "evaluate_clip", lambda *a, **k: evaluated.append(1))
     code, err = _cli(["-i", str(folder), "-o", str(somefile), "-m", "bicubic", "--no-save_frames"], capsys)
     assert code == 2 and "is a file" in _one_error(err) and not evaluated
     (tmp_path / "o" / "metrics.json").mkdir(parents=True)

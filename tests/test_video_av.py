@@ -10,7 +10,7 @@ import pytest
 from conftest import make_av_clip, moving_frames
 from conftest import run_tester as _cli
 
-import iSeeBetterTest as tester
+import upscale
 import video_io
 
 AUDIO_FRAME = Fraction(1024, 48000)  # one AAC frame
@@ -129,7 +129,7 @@ def test_resume_after_an_interruption_gives_the_same_output_as_one_run(tmp_path,
     assert code == 0, err
 
     part = tmp_path / "part"
-    real_save = tester.save_rgb
+    real_save = upscale.save_rgb
     calls = []
 
     def save_then_stop(path, img):
@@ -138,11 +138,11 @@ def test_resume_after_an_interruption_gives_the_same_output_as_one_run(tmp_path,
         calls.append(path)
         real_save(path, img)
 
-    monkeypatch.setattr(tester, "save_rgb", save_then_stop)
+    monkeypatch.setattr(upscale, "save_rgb", save_then_stop)
     code, err = _cli(["-u", "-i", str(src), "-o", str(part), "-m", tiny_ckpt], capsys)
     assert code == 130
     assert len(os.listdir(part / "clip")) == 5 and not (part / "clip.mp4").exists()
-    monkeypatch.setattr(tester, "save_rgb", real_save)
+    monkeypatch.setattr(upscale, "save_rgb", real_save)
     (part / "clip" / "00003.png").write_bytes(b"damaged")  # a frame that is not valid is computed again
     code, err = _cli(["-u", "-i", str(src), "-o", str(part), "-m", tiny_ckpt, "--resume"], capsys)
     assert code == 0, err
