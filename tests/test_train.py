@@ -95,13 +95,6 @@ def test_bad_boolean_and_conflicting_loss_options():
     assert iSeeBetterTrain.parse_args(["--resume", "x.pth"]).resume == "x.pth"
 
 
-def test_original_lr_schedule():
-    args = iSeeBetterTrain.parse_args(["--nEpochs", "150"])
-    assert [e for e in range(1, 151) if iSeeBetterTrain.lr_decay_due(e, args)] == [74, 149]
-    args = iSeeBetterTrain.parse_args(["--nEpochs", "150", "--lr_step", "30"])
-    assert [e for e in range(1, 151) if iSeeBetterTrain.lr_decay_due(e, args)] == [29, 59, 89, 119, 149]
-
-
 def test_missing_dataset_points_to_the_fetcher(tmp_path):
     with pytest.raises(UserError, match="DatasetFetcher.py"):
         run(["--data_dir", tmp_path / "nothing", "--save_folder", tmp_path / "w", "--nEpochs", "1"])

@@ -10,6 +10,7 @@ from conftest import run_torchrun
 
 import checkpoint
 import iSeeBetterTrain
+import train_setup
 import training
 from errors import UserError
 
@@ -75,20 +76,28 @@ def test_denoise_defaults_and_mode_options():
     a = iSeeBetterTrain.parse_args(["--denoise"])
     assert (a.upscale_factor, a.loss, a.target, a.flows, a.warping, a.level, a.channel) == \
         (1, "l1", "n2n", "pyflow", False, True, None)
-    assert iSeeBetterTrain.model_config(a, 1)["arch"] == "Net"
+    assert train_setup.model_config(a, 1)["arch"] == "Net"
     a = iSeeBetterTrain.parse_args(["--denoise", "--upscale_factor", "2", "--APITLoss"])
     assert (a.upscale_factor, a.loss) == (2, "gan")
-    assert iSeeBetterTrain.model_config(a, 3)["arch"] == "Net2"
+    assert train_setup.model_config(a, 3)["arch"] == "Net2"
     a = iSeeBetterTrain.parse_args([])
     assert (a.upscale_factor, a.loss) == (4, "gan")
-    assert iSeeBetterTrain.model_config(a)["arch"] == "Net"
+    assert train_setup.model_config(a)["arch"] == "Net"
 
 
-def test_choices_match_the_data_module():
+def test_choices_come_from_the_denoise_record():
+    """The parser's --target / --residual_base / --flows choices are denoise_record's tuples (torch-free, for a fast
+    -h), which are denoise_data's."""
     import denoise_data
+    import denoise_record
 
-    assert iSeeBetterTrain.DENOISE_TARGETS == denoise_data.TARGETS
-    assert iSeeBetterTrain.DENOISE_FLOWS == denoise_data.FLOW_METHODS
+    actions = {action.dest: action for action in iSeeBetterTrain.build_parser()._actions}
+    assert actions["target"].choices is denoise_record.TARGETS
+    assert actions["residual_base"].choices is denoise_record.BASES
+    assert actions["flows"].choices is denoise_record.FLOW_METHODS
+    assert denoise_record.TARGETS == denoise_data.TARGETS
+    assert denoise_record.BASES == denoise_data.BASES
+    assert denoise_record.FLOW_METHODS == denoise_data.FLOW_METHODS
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -380,19 +389,6 @@ def test_grey_validation_measures_the_plane_on_the_float_scale():
     assert scores["val_ssim"] == pytest.approx(metrics.ssim(a, b))
     same = (inp, inp, [inp], [torch.zeros(1, 2, 16, 16)], inp)
     assert training.validate(Identity(), [same], torch.device("cpu"), 1, denoise=True)["val_psnr"] == 100.0
-
-
-def test_residual_denoiser_starts_as_the_identity():
-    """--denoise --residual zeroes the reconstruction conv: G adds nothing at first, so output = input."""
-    import rbpn
-
-    torch.manual_seed(0)
-    net = rbpn.Net(num_channels=1, base_filter=8, feat=8, num_stages=3, n_resblock=1, nFrames=3, scale_factor=1)
-    x = torch.rand(1, 1, 16, 16)
-    nbs, flows = [x, x], [torch.zeros(1, 2, 16, 16)] * 2
-    assert net(x, nbs, flows).abs().max() > 0.1  # RBPN's random init outputs far from zero
-    iSeeBetterTrain.start_as_identity(net)
-    assert torch.equal(net(x, nbs, flows), torch.zeros_like(x))
 
 
 def test_mean_base_starts_as_the_temporal_mean_and_is_recorded(tmp_path, grey_movie):
