@@ -14,13 +14,16 @@ arguments plus ``arch`` ("Net" / "Net2") and ``task`` ("sr" / "denoise", see ``g
 inferred from the parameter shapes, so plain state_dicts of every kind load without flags.
 
 Unlike the original, nothing here ever continues with random weights: a missing file, a file that is not a
-checkpoint, a checkpoint for another scale / nFrames / network, or one with NaN/inf weights is a ``CheckpointError``
-naming the problem. A failed save (disk full, a folder in the way, no permission) is a ``UserError``.
+checkpoint, a damaged file (a zip entry whose CRC-32 does not match), a checkpoint for another scale / nFrames /
+network, one with integer tensors where the network has floats, or one with NaN/inf or implausibly large weights
+(over ``MAX_ABS_WEIGHT``) is a ``CheckpointError`` naming the problem. A failed save (disk full, a folder in the
+way, no permission) is a ``UserError``.
 
 Command line: ``python checkpoint.py info PATH`` prints what a checkpoint holds and the RBPN config it implies, and
-lists what would make the loaders refuse it (non-finite weights, missing or unexpected keys; exit status 1 then);
-``python checkpoint.py convert IN OUT [--plain] [--trust-pickle]`` rewrites it in the project format (or as a plain
-original-compatible state_dict), only when it loads strictly and all its weights are finite.
+lists what would make the loaders refuse it (non-finite or huge weights, missing or unexpected keys; exit status 1
+then); ``python checkpoint.py convert IN OUT [--plain] [--trust-pickle]`` rewrites it in the project format (or as a
+plain original-compatible state_dict), only when it loads strictly and all its weights are plausible. Both refuse a
+damaged file.
 
 torch is imported inside the functions that need it, so that ``python checkpoint.py -h`` answers at once.
 """
@@ -31,7 +34,10 @@ import argparse
 import errno
 import os
 import pickle
+import re
 import warnings
+import zipfile
+import zlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -55,6 +61,13 @@ TASKS = ("sr", "denoise")
 _INFO_EXAMPLES = 20
 # Command-line options that set a config field, for error messages.
 _CONFIG_FLAGS = {"scale_factor": "--upscale_factor", "nFrames": "--nFrames"}
+# Largest |weight| a trained network plausibly has. RBPN and SRGAN weights stay well under 100 (the shipped models
+# under 2.2); a flipped exponent bit in a float32 makes values like 9.5e36.
+MAX_ABS_WEIGHT = 1e6
+# What to do about a damaged file, for error messages.
+_DAMAGED_ADVICE = "re-download or re-copy the file, or use an earlier epoch's checkpoint"
+# The DBPN projection convs of an RBPN state_dict: their kernel gives the scale.
+_PROJECTION_KEY = re.compile(r"DBPN\.(up|down)\d+\.(up|down)_conv\d\.(de)?conv\.weight")
 
 StateDict = Dict[str, "torch.Tensor"]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -248,20 +261,21 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def read_checkpoint(path: PathLike, trust_pickle: bool = False, check_finite: bool = True,
+def read_checkpoint(path: PathLike, trust_pickle: bool = False, check_weights: bool = True,
                     convert_hint: bool = True) -> Tuple[StateDict, Optional[dict]]:
     """Read a checkpoint file: ``(state_dict without wrapper prefix, meta)``.
 
     ``meta`` is None for a plain state_dict, else the project-format dict without its ``state_dict``.
-    Loads with ``weights_only=True``; a file holding pickled objects (e.g. a whole model) is refused unless
-    ``trust_pickle`` is set, with advice to ``convert --trust-pickle`` it unless ``convert_hint`` is False. With
-    ``check_finite`` a NaN/inf weight (also in a training state's discriminator) is refused: such a model gives
-    wrong output without any error.
+    The CRC-32 of every zip entry is verified first (``verify_archive``). Loads with ``weights_only=True``; a file
+    holding pickled objects (e.g. a whole model) is refused unless ``trust_pickle`` is set, with advice to
+    ``convert --trust-pickle`` it unless ``convert_hint`` is False. With ``check_weights`` a NaN/inf weight or one
+    over ``MAX_ABS_WEIGHT`` (also in a training state's discriminator) is refused: such a model gives wrong output
+    without any error.
     """
     path = os.fspath(path)
     sd, meta = _unpack(path, _load_file(path, trust_pickle, convert_hint))
-    if check_finite:
-        _refuse_nonfinite(path, _named_weights(sd, meta))
+    if check_weights:
+        _refuse_bad_weights(path, _named_weights(sd, meta))
     return sd, meta
 
 
@@ -302,6 +316,7 @@ def _load_file(path: str, trust_pickle: bool, convert_hint: bool) -> Any:
     if not os.path.isfile(path):
         where = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
         raise CheckpointError(f"checkpoint {path} {where}; pass the path of a .pth file")
+    verify_archive(path)
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of files it is about to refuse
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -325,6 +340,38 @@ def _load_file(path: str, trust_pickle: bool, convert_hint: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # any unpickling failure: the message says what it was
         raise CheckpointError(f"{path} could not be unpickled: {type(exc).__name__}: {exc}") from None
+
+
+def verify_archive(path: PathLike) -> Optional[int]:
+    """Check the CRC-32 of every entry of a zip checkpoint (what ``torch.save`` writes since torch 1.6); returns the
+    number of entries, or None for a file that is no zip archive (a legacy pickle: it has no checksums, and a
+    truncated zip is left to ``torch.load``'s error). A damaged entry raises a one-line ``CheckpointError``."""
+    path = os.fspath(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            for entry in entries:
+                _check_entry(path, archive, entry)
+    except zipfile.BadZipFile:
+        return None  # no readable central directory: torch.load says what is wrong
+    except OSError as exc:
+        raise CheckpointError(describe_os_error(exc, "cannot read checkpoint")) from None
+    return len(entries)
+
+
+def _check_entry(path: str, archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> None:
+    """Read one zip entry to its end (``zipfile`` compares the CRC-32 there); CheckpointError naming it if bad."""
+    try:
+        with archive.open(entry) as f:
+            while f.read(1 << 24):
+                pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        what = "fails its CRC-32 check (bytes changed on disk or in a copy)" if "CRC" in str(exc) else \
+            f"cannot be read ({exc})"
+        raise CheckpointError(f"checkpoint {path} is damaged: its entry {entry.filename} {what}; "
+                              f"{_DAMAGED_ADVICE}") from None
 
 
 def _unpack(path: str, obj: Any) -> Tuple[StateDict, Optional[dict]]:
@@ -385,10 +432,47 @@ def _describe_nonfinite(label: str, found: List[Tuple[str, int]]) -> str:
             f"the file is damaged or the training diverged: use an earlier checkpoint")
 
 
-def _refuse_nonfinite(label: str, tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
+def huge_tensors(tensors: Iterable[Tuple[str, torch.Tensor]],
+                 limit: float = MAX_ABS_WEIGHT) -> List[Tuple[str, float]]:
+    """``(name, largest finite |value|)`` of every floating-point tensor with a finite value over ``limit``."""
+    import torch
+
+    found = []
+    for name, tensor in tensors:
+        if not tensor.is_floating_point() or tensor.is_meta or tensor.numel() == 0:
+            continue
+        size = tensor.detach().abs().float()
+        size = size[torch.isfinite(size)]
+        if size.numel() and float(size.max()) > limit:
+            found.append((name, float(size.max())))
+    return found
+
+
+def _describe_huge(label: str, found: List[Tuple[str, float]]) -> str:
+    name, size = max(found, key=lambda item: item[1])
+    others = "" if len(found) == 1 else f" and {len(found) - 1} more tensor{'s' if len(found) > 2 else ''}"
+    return (f"checkpoint {label} has implausibly large weights in {name}{others} (|value| up to {size:.3g}; trained "
+            f"weights stay far below {MAX_ABS_WEIGHT:.0e}): the file is damaged (e.g. a flipped bit) or the training "
+            f"diverged; {_DAMAGED_ADVICE}")
+
+
+def weight_problems(label: str, tensors: Iterable[Tuple[str, torch.Tensor]]) -> List[str]:
+    """One line for each reason the weights are unusable: NaN/inf values, finite values over ``MAX_ABS_WEIGHT``."""
+    tensors = list(tensors)
+    problems = []
     found = nonfinite_tensors(tensors)
     if found:
-        raise CheckpointError(_describe_nonfinite(label, found))
+        problems.append(_describe_nonfinite(label, found))
+    huge = huge_tensors(tensors)
+    if huge:
+        problems.append(_describe_huge(label, huge))
+    return problems
+
+
+def _refuse_bad_weights(label: str, tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
+    problems = weight_problems(label, tensors)
+    if problems:
+        raise CheckpointError(problems[0])
 
 
 # ------------------------------------------------------------------------------------------------- RBPN config
@@ -397,7 +481,8 @@ def _refuse_nonfinite(label: str, tensors: Iterable[Tuple[str, torch.Tensor]]) -
 def infer_rbpn_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """The RBPN constructor arguments a state_dict was made with, derived from its parameter shapes.
 
-    The projection kernel (``DBPN.up1.up_conv1.deconv.weight``) gives the scale: 3 -> 1, 6 -> 2, 8 -> 4, 12 -> 8.
+    The projection kernel (of ``DBPN.up1.up_conv1.deconv.weight`` and the other DBPN projections; the most common
+    one) gives the scale: 3 -> 1, 6 -> 2, 8 -> 4, 12 -> 8.
     A Net2 (its ``output`` conv has the projection kernel instead of 3x3) adds ``"arch": "Net2"``; without ``arch``
     it is a plain ``Net``, so an original checkpoint gives exactly ``rbpn.Net``'s arguments. Either way
     ``rbpn.from_config`` builds the right network from the result.
@@ -410,7 +495,7 @@ def infer_rbpn_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
         raise CheckpointError(f"not an RBPN generator state_dict (no {missing[0]})")
     feat0 = sd["feat0.conv.weight"].shape
     feat = sd["DBPN.feat1.conv.weight"].shape[0]
-    kernel = sd["DBPN.up1.up_conv1.deconv.weight"].shape[-1]
+    kernel = _projection_kernel(sd)
     if kernel not in _KERNEL_TO_SCALE:
         raise CheckpointError(f"RBPN state_dict with projection kernel {kernel}, which matches no supported scale")
     scale = _KERNEL_TO_SCALE[kernel]
@@ -431,6 +516,16 @@ def infer_rbpn_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
     if arch != "Net":
         config["arch"] = arch
     return config
+
+
+def _projection_kernel(sd: StateDict) -> int:
+    """The kernel of the DBPN projections: the most common one among them (so that one damaged tensor does not
+    change the scale the file implies), ``DBPN.up1.up_conv1``'s on a tie."""
+    first = sd["DBPN.up1.up_conv1.deconv.weight"].shape[-1]
+    kernels = [v.shape[-1] for k, v in sd.items() if _PROJECTION_KEY.fullmatch(k) and v.dim() == 4]
+    if not kernels:
+        return first
+    return max(sorted(set(kernels)), key=lambda k: (kernels.count(k), k == first))
 
 
 def generator_output_scale(config: Mapping[str, Any]) -> int:
@@ -497,8 +592,16 @@ def _describe_config_mismatch(label: str, sd: StateDict, ckpt: dict, model: dict
 
 
 def _fits(sd: StateDict, expected: StateDict) -> bool:
-    """Whether ``sd`` has exactly the keys of ``expected``, with the same shapes (what a strict load needs)."""
-    return set(sd) == set(expected) and all(tuple(sd[k].shape) == tuple(v.shape) for k, v in expected.items())
+    """Whether ``sd`` has exactly the keys of ``expected``, with the same shapes (what a strict load needs), and
+    floating-point tensors wherever ``expected`` has them (``load_state_dict`` would silently copy integers in)."""
+    return set(sd) == set(expected) and all(tuple(sd[k].shape) == tuple(v.shape) for k, v in expected.items()) \
+        and not _integer_where_float(sd, expected)
+
+
+def _integer_where_float(sd: StateDict, expected: StateDict) -> List[str]:
+    """Keys whose tensor is integer (or bool) in ``sd`` where ``expected`` has floating point, in order."""
+    return [k for k, v in expected.items() if k in sd and v.is_floating_point() and not sd[k].is_floating_point()
+            and not sd[k].is_complex()]
 
 
 def _describe_key_mismatch(label: str, sd: StateDict, expected: StateDict, what: str, examples: int = 3) -> str:
@@ -518,6 +621,12 @@ def _describe_key_mismatch(label: str, sd: StateDict, expected: StateDict, what:
         k = shapes[0]
         bits.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint {list(sd[k].shape)}, "
                     f"model {list(expected[k].shape)})")
+    integers = _integer_where_float(sd, expected)
+    if integers:
+        k = integers[0]
+        bits.append(f"{len(integers)} integer tensors where the {what} has floating-point weights (e.g. {k}: "
+                    f"{str(sd[k].dtype).replace('torch.', '')}), so the weights were rounded away; use the original "
+                    f"float checkpoint")
     return f"checkpoint {label} does not fit the {what}: " + "; ".join(bits)
 
 
@@ -535,7 +644,7 @@ def load_into(model: nn.Module, source: Union[PathLike, Mapping[str, torch.Tenso
     """
     if isinstance(source, Mapping):
         label, meta, sd = "(given state_dict)", None, strip_prefix(source)
-        _refuse_nonfinite(label, sd.items())
+        _refuse_bad_weights(label, sd.items())
     else:
         label = os.fspath(source)
         sd, meta = read_checkpoint(label, trust_pickle=trust_pickle)
@@ -707,7 +816,8 @@ def build_generator(path: PathLike, fallback_config: Optional[dict] = None,
 def _info(path: str) -> int:
     """Print what a checkpoint holds; returns 1 when the loaders would refuse it (each reason on a ``problem:``
     line), else 0."""
-    sd, meta = read_checkpoint(path, check_finite=False)
+    entries = verify_archive(path)
+    sd, meta = read_checkpoint(path, check_weights=False)
     n_params = sum(v.numel() for k, v in sd.items() if v.is_floating_point() and "running_" not in k)
     print(f"{path}: {len(sd)} tensors, {n_params:,} values")
     print(f"format: {'plain state_dict (original)' if meta is None else meta.get('format', 'dict')}"
@@ -720,10 +830,9 @@ def _info(path: str) -> int:
         print(f"residual (output added to {added_to}): {meta['residual']}")
     if meta and meta.get("note"):
         print(f"note: {meta['note']}")
-    problems = []
-    found = nonfinite_tensors(_named_weights(sd, meta))
-    if found:
-        problems.append(_describe_nonfinite(path, found))
+    print(f"checksums: CRC-32 of all {entries} zip entries match" if entries is not None else
+          "checksums: none (a legacy non-zip file; damage to its bytes cannot be detected)")
+    problems = weight_problems(path, _named_weights(sd, meta))
     fit = _fit_problem(path, sd, examples=_INFO_EXAMPLES)
     if "feat0.conv.weight" in sd:
         try:
@@ -747,8 +856,8 @@ def _info(path: str) -> int:
 
 
 def _convert(src: str, dst: str, plain: bool, trust_pickle: bool, extra: Optional[dict] = None) -> None:
-    sd, meta = read_checkpoint(src, trust_pickle=trust_pickle, check_finite=False)
-    _refuse_nonfinite(src, sd.items())  # only the network that is written matters
+    sd, meta = read_checkpoint(src, trust_pickle=trust_pickle, check_weights=False)
+    _refuse_bad_weights(src, sd.items())  # only the network that is written matters
     problem = _fit_problem(src, sd)
     if problem:
         raise CheckpointError(f"{problem}; convert writes only checkpoints that load strictly, so fix the keys of "

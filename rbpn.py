@@ -10,8 +10,8 @@ conv; both return a frame of the input's size. ``num_channels=1`` takes grey fra
 flow channels). Parameter names never change, so the fork's checkpoints load strictly.
 ``from_config(config)`` builds the right class from a config dict with an ``"arch"`` entry ("Net" or "Net2").
 
-``GeneratorLoss`` and ``TVLoss`` are re-exported so that the original's ``from rbpn import Net as RBPN,
-GeneratorLoss`` keeps working.
+The losses are not here (the original's rbpn.py also held them): ``from SRGAN.loss import GeneratorLoss, TVLoss``.
+Building or loading a generator for inference imports no loss code.
 """
 
 from typing import List, Mapping, Sequence, Tuple
@@ -22,10 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from base_networks import ConvBlock, DeconvBlock, ResnetBlock, init_weights, projection_params
 from dbpns import Net as DBPNS
-from SRGAN.loss import GeneratorLoss, TVLoss
 
-__all__ = ["Net", "Net2", "from_config", "ARCHS", "SUPPORTED_SCALES", "NET2_SCALES", "DEFAULT_CONFIG",
-           "GeneratorLoss", "TVLoss"]
+__all__ = ["Net", "Net2", "from_config", "ARCHS", "SUPPORTED_SCALES", "NET2_SCALES", "DEFAULT_CONFIG"]
 
 # Scale 1 is the denoising fork's (every projection keeps the size); 2, 4 and 8 are RBPN's.
 SUPPORTED_SCALES = (1, 2, 4, 8)

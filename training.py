@@ -3,7 +3,8 @@
 The GAN step (``Trainer.gan_step``) does what iSeeBetter intends, in an order that is correct on modern torch:
 
 1. ``fake = G(x, neighbours, flows)`` once (plus the bicubic image with ``--residual``).
-2. D step: ``d_loss = 1 - mean D(real) + mean D(fake.detach())`` (no BCE, as the original / leftthomas SRGAN).
+2. D step: ``d_loss = 1 - mean D(real) + mean D(fake.detach())`` (``SRGAN.loss.discriminator_loss``: no BCE, as
+   the original / leftthomas SRGAN).
 3. G step: a fresh ``D(fake)`` through the just-updated D, fed to the four-fold ``GeneratorLoss``; D's parameters
    are frozen for this pass so that no D gradients are computed.
 
@@ -28,6 +29,7 @@ from torch import nn
 
 import hardware
 from errors import UserError
+from SRGAN.loss import discriminator_loss
 
 MODEL_KEYS = ("num_channels", "base_filter", "feat", "num_stages", "n_resblock", "nFrames", "scale_factor")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -233,6 +235,38 @@ def to_device(batch: Sequence, device: torch.device, channels_last: bool = False
 # The training step
 
 
+def _sum_over_processes(values: Dict[str, torch.Tensor], n: int, dist: DistInfo, epoch: int,
+                        step: int) -> Tuple[Dict[str, float], int]:
+    """One step's ``value * batch size`` per key and the batch size ``n``, summed over all processes; raises
+    ``TrainingDiverged`` (on every rank) when any process has a NaN/inf value."""
+    keys = sorted(values)
+    vec = torch.stack([values[k].float().reshape(()) for k in keys]).cpu().double()
+    finite = torch.isfinite(vec).all().double().reshape(1)
+    packed = torch.cat([vec * n, torch.tensor([float(n)], dtype=torch.float64), finite])
+    if dist.distributed:
+        finite_any = packed[-1:].clone()
+        torch_dist.all_reduce(packed, op=torch_dist.ReduceOp.SUM)
+        torch_dist.all_reduce(finite_any, op=torch_dist.ReduceOp.MIN)
+        packed[-1] = finite_any[0]
+    if packed[-1] < 1:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(keys, vec.tolist()))
+        raise TrainingDiverged(
+            f"a training loss became NaN/inf at epoch {epoch}, step {step} ({shown}); training stopped and "
+            "nothing was saved for this epoch. Resume from the last checkpoint with a lower --lr, "
+            "--precision fp32, or check the data"
+        )
+    return dict(zip(keys, packed[: len(keys)].tolist())), int(packed[len(keys)].item())
+
+
+def _progress_postfix(sums: Dict[str, float], count: int, elapsed: float) -> Dict[str, str]:
+    """The progress bar's running averages (G, and D, D(x), D(G(z)) in the GAN mode) and samples/s."""
+    postfix = {"G": sums["g_loss"] / count}
+    if "d_loss" in sums:
+        postfix.update(D=sums["d_loss"] / count, Dx=sums["d_x"] / count, DGz=sums["d_g_z"] / count)
+    postfix["samples/s"] = count / elapsed
+    return {k: f"{v:.4g}" for k, v in postfix.items()}
+
+
 class Trainer:
     """Holds G (and D), the losses, optimizers and the GradScaler; runs one step or one epoch.
 
@@ -279,17 +313,26 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------------------------
 
+    def _net_inputs(self, inp: torch.Tensor, neighbours: List[torch.Tensor], flows: List[torch.Tensor],
+                    base: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], torch.Tensor]:
+        """``(neighbours, flows, base)`` G sees: with ``flow_fn`` the flows are computed here (the batch's are
+        ignored), then ``prepare_fn`` (--denoise) warps the neighbours and rebuilds the residual base."""
+        if self.flow_fn is None:
+            return neighbours, flows, base
+        flows = self.flow_fn(inp, neighbours)
+        if self.prepare_fn is not None:
+            neighbours, base = self.prepare_fn(inp, neighbours, flows, base)
+        return neighbours, flows, base
+
     def _generate(self, inp, neighbours, flows, bicubic) -> torch.Tensor:
-        if self.flow_fn is not None:
-            flows = self.flow_fn(inp, neighbours)
-            if self.prepare_fn is not None:
-                neighbours, bicubic = self.prepare_fn(inp, neighbours, flows, bicubic)
+        """G's output, plus the base (bicubic upscale, or the --denoise base) with ``residual``."""
+        neighbours, flows, bicubic = self._net_inputs(inp, neighbours, flows, bicubic)
         fake = self.netG(inp, neighbours, flows)
         if self.residual:
             fake = fake + bicubic
         return fake
 
-    def pixel_step(self, batch) -> Dict[str, float]:
+    def pixel_step(self, batch) -> Dict[str, torch.Tensor]:
         inp, target, neighbours, flows, bicubic = to_device(batch, self.device, self.channels_last)
         self.optG.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
@@ -300,22 +343,21 @@ class Trainer:
         self.scaler.update()
         return {"g_loss": loss.detach(), "pixel_loss": loss.detach()}
 
-    def gan_step(self, batch) -> Dict[str, float]:
-        inp, target, neighbours, flows, bicubic = to_device(batch, self.device, self.channels_last)
-        netD_bare = unwrap(self.netD)
-        with autocast(self.device, self.precision):
-            fake = self._generate(inp, neighbours, flows, bicubic)
-
-        # D step on the detached fake: 1 - D(x) + D(G(z)).
+    def _discriminator_step(self, target: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """D step on the detached fake with ``discriminator_loss`` (1 - mean D(x) + mean D(G(z)))."""
         self.optD.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            real_out = self.netD(target).float().mean()
-            fake_out = self.netD(fake.detach()).float().mean()
-        d_loss = 1 - real_out + fake_out
+            real_out = self.netD(target).float()
+            fake_out = self.netD(fake.detach()).float()
+            d_loss = discriminator_loss(real_out, fake_out)
         self.scaler.scale(d_loss).backward()
         self.scaler.step(self.optD)
+        return {"d_loss": d_loss.detach(), "d_x": real_out.mean().detach(), "d_g_z": fake_out.mean().detach()}
 
-        # G step with a fresh D(fake) through the updated D; D frozen (its DDP wrapper is bypassed: no D gradients).
+    def _generator_step(self, target: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """G step with a fresh D(fake) through the updated D, fed to the GeneratorLoss; D frozen meanwhile (its DDP
+        wrapper is bypassed: no D gradients). Returns the total and the unweighted terms (``g_<term>``)."""
+        netD_bare = unwrap(self.netD)
         self.optG.zero_grad(set_to_none=True)
         netD_bare.requires_grad_(False)
         try:
@@ -326,11 +368,19 @@ class Trainer:
             netD_bare.requires_grad_(True)
         self.scaler.scale(g_loss).backward()
         self.scaler.step(self.optG)
-        self.scaler.update()
-        out = {"g_loss": g_loss.detach(), "d_loss": d_loss.detach(), "d_x": real_out.detach(),
-               "d_g_z": fake_out.detach()}
+        out = {"g_loss": g_loss.detach()}
         for name, value in terms.items():
             out[f"g_{name}"] = value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
+        return out
+
+    def gan_step(self, batch) -> Dict[str, torch.Tensor]:
+        """One G forward, then the D step on it, then the G step (see the module docstring)."""
+        inp, target, neighbours, flows, bicubic = to_device(batch, self.device, self.channels_last)
+        with autocast(self.device, self.precision):
+            fake = self._generate(inp, neighbours, flows, bicubic)
+        out = self._discriminator_step(target, fake)
+        out.update(self._generator_step(target, fake))
+        self.scaler.update()
         return out
 
     def step(self, batch) -> Dict[str, torch.Tensor]:
@@ -355,32 +405,11 @@ class Trainer:
                    dynamic_ncols=True)
         for step, batch in enumerate(bar, start=1):
             n = int(batch[0].shape[0])
-            values = self.step(batch)
-            keys = sorted(values)
-            vec = torch.stack([values[k].float().reshape(()) for k in keys]).cpu().double()
-            finite = torch.isfinite(vec).all().double().reshape(1)
-            packed = torch.cat([vec * n, torch.tensor([float(n)], dtype=torch.float64), finite])
-            if self.dist.distributed:
-                finite_any = packed[-1:].clone()
-                torch_dist.all_reduce(packed, op=torch_dist.ReduceOp.SUM)
-                torch_dist.all_reduce(finite_any, op=torch_dist.ReduceOp.MIN)
-                packed[-1] = finite_any[0]
-            if packed[-1] < 1:
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(keys, vec.tolist()))
-                raise TrainingDiverged(
-                    f"a training loss became NaN/inf at epoch {epoch}, step {step} ({shown}); training stopped and "
-                    "nothing was saved for this epoch. Resume from the last checkpoint with a lower --lr, "
-                    "--precision fp32, or check the data"
-                )
-            for k, v in zip(keys, packed[: len(keys)].tolist()):
+            batch_sums, batch_count = _sum_over_processes(self.step(batch), n, self.dist, epoch, step)
+            for k, v in batch_sums.items():
                 sums[k] = sums.get(k, 0.0) + v
-            count += int(packed[len(keys)].item())
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            postfix = {"G": sums["g_loss"] / count}
-            if "d_loss" in sums:
-                postfix.update(D=sums["d_loss"] / count, Dx=sums["d_x"] / count, DGz=sums["d_g_z"] / count)
-            postfix["samples/s"] = count / elapsed
-            bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()})
+            count += batch_count
+            bar.set_postfix(_progress_postfix(sums, count, max(time.perf_counter() - start, 1e-9)))
             if max_steps and step >= max_steps:
                 break
         bar.close()

@@ -1,1 +1,2 @@
-"""SRGAN parts used by iSeeBetter: the discriminator (``model.Discriminator``) and the losses (``loss``)."""
+"""SRGAN parts used by iSeeBetter: the discriminator (``model.Discriminator``), the losses (``loss``) and the losses'
+default weights (``weights``, torch-free)."""

@@ -4,6 +4,10 @@ Faithful to the original: ``total = 1 * MSE(sr, hr) + 1e-3 * (-mean D(sr)) + 6e-
 + 2e-8 * TV(sr)``, where VGG is torchvision's VGG16 ``features[:31]`` (the whole conv trunk, up to pool5) with
 ImageNet weights, frozen, fed raw [0, 1] RGB without ImageNet mean/std normalisation.
 
+Each term is a module that carries its weight (``ImageLoss``, ``AdversarialLoss``, ``PerceptualLoss``, ``TVLoss``):
+``term.value(...)`` is the unweighted term, ``term.weight`` its weight; ``GeneratorLoss`` sums the weighted terms.
+The default weights live in ``SRGAN.weights.DEFAULT_WEIGHTS``.
+
 Grey images (``--denoise`` on height data) work too: the VGG sees the grey channel repeated three times, and the
 MSE and TV terms average over whatever channels there are.
 """
@@ -15,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from checkpoint import CheckpointError, read_checkpoint
 from errors import UserError
+from SRGAN.weights import DEFAULT_WEIGHTS
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights file
 
@@ -24,14 +30,49 @@ class VGGWeightsError(UserError):
     """The VGG16 weights for the perceptual loss cannot be had."""
 
 
-class TVLoss(nn.Module):
-    """Total variation: ``weight * 2 * (sum(dh^2) / (C*(H-1)*W) + sum(dw^2) / (C*H*(W-1))) / B``."""
+class WeightedTerm(nn.Module):
+    """A loss term that carries its weight: ``value(...)`` is the unweighted term, calling it gives
+    ``weight * value(...)``."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = weight
+
+    def value(self, *inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.value(*inputs)
+
+
+class ImageLoss(WeightedTerm):
+    """The pixel term: ``MSE(out_images, target_images)``."""
+
+    def __init__(self, weight: float = DEFAULT_WEIGHTS["image"]):
+        super().__init__(weight)
+
+    def value(self, out_images: torch.Tensor, target_images: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out_images, target_images)
+
+
+class AdversarialLoss(WeightedTerm):
+    """The adversarial term ``-mean D(G(z))`` of the discriminator's outputs on the generated images (no BCE)."""
+
+    def __init__(self, weight: float = DEFAULT_WEIGHTS["adversarial"]):
+        super().__init__(weight)
+
+    def value(self, out_labels: torch.Tensor) -> torch.Tensor:
+        return -out_labels.mean()
+
+
+class TVLoss(WeightedTerm):
+    """Total variation ``2 * (sum(dh^2) / (C*(H-1)*W) + sum(dw^2) / (C*H*(W-1))) / B`` (``value``); calling it
+    multiplies by ``tv_loss_weight``, as leftthomas/SRGAN's TVLoss."""
 
     def __init__(self, tv_loss_weight: float = 1.0):
-        super().__init__()
-        self.tv_loss_weight = tv_loss_weight
+        super().__init__(tv_loss_weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def value(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         if h < 2 or w < 2:
             raise ValueError(f"TVLoss needs an image of at least 2x2 pixels, got {h}x{w}")
@@ -39,7 +80,7 @@ class TVLoss(nn.Module):
         w_tv = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum()
         count_h = c * (h - 1) * w
         count_w = c * h * (w - 1)
-        return self.tv_loss_weight * 2 * (h_tv / count_h + w_tv / count_w) / b
+        return 2 * (h_tv / count_h + w_tv / count_w) / b
 
 
 def vgg_input(images: torch.Tensor) -> torch.Tensor:
@@ -107,8 +148,6 @@ def _vgg16_features(vgg: Union[str, "os.PathLike[str]"]) -> nn.Module:
                 f"download {weights.url} and put it at {target}, or pass --vgg_weights PATH to a vgg16 "
                 f"state_dict, or set the perceptual loss weight to 0") from None
         return _load_trunk(state_dict, weights.url)
-    from checkpoint import CheckpointError, read_checkpoint
-
     path = os.fspath(vgg)
     try:
         state_dict, _ = read_checkpoint(path)
@@ -117,53 +156,68 @@ def _vgg16_features(vgg: Union[str, "os.PathLike[str]"]) -> nn.Module:
     return _load_trunk(state_dict, f"--vgg_weights {path}")
 
 
+class PerceptualLoss(nn.Sequential):
+    """The perceptual term ``MSE(VGG(out_images), VGG(target_images))``, with its ``weight``.
+
+    It is the frozen VGG16 trunk itself (layers ``0`` .. ``30``, torchvision's names): calling it gives the features,
+    and it stays in eval mode whatever ``train()`` asks.
+    """
+
+    def __init__(self, features: nn.Sequential, weight: float = DEFAULT_WEIGHTS["perception"]):
+        super().__init__(*features)
+        self.weight = weight
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        return super().train(False)
+
+    def value(self, out_images: torch.Tensor, target_images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target_features = self(vgg_input(target_images))
+        return F.mse_loss(self(vgg_input(out_images)), target_features)
+
+
 class GeneratorLoss(nn.Module):
     """``total = image_weight*MSE + adversarial_weight*(-mean D(G(z))) + perception_weight*VGG-MSE + tv_weight*TV``.
 
     ``vgg``: "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded on first use), "random" (random init, for
-    tests only) or the path of a vgg16 state_dict. With ``perception_weight == 0`` no VGG is built at all.
+    tests only) or the path of a vgg16 state_dict. With ``perception_weight == 0`` no VGG is built at all
+    (``loss_network`` is None). Default weights: ``SRGAN.weights.DEFAULT_WEIGHTS``.
 
     ``forward(out_labels, out_images, target_images)`` returns ``(total, terms)``; ``terms`` maps "image",
     "adversarial", "perception" and "tv" to the **unweighted** term values as detached 0-d tensors (call
     ``.item()`` to log them).
     """
 
-    def __init__(self, vgg: Union[str, "os.PathLike[str]"] = "imagenet", image_weight: float = 1.0,
-                 adversarial_weight: float = 1e-3, perception_weight: float = 6e-3, tv_weight: float = 2e-8):
+    def __init__(self, vgg: Union[str, "os.PathLike[str]"] = "imagenet",
+                 image_weight: float = DEFAULT_WEIGHTS["image"],
+                 adversarial_weight: float = DEFAULT_WEIGHTS["adversarial"],
+                 perception_weight: float = DEFAULT_WEIGHTS["perception"], tv_weight: float = DEFAULT_WEIGHTS["tv"]):
         super().__init__()
-        self.image_weight = image_weight
-        self.adversarial_weight = adversarial_weight
-        self.perception_weight = perception_weight
-        self.tv_weight = tv_weight
+        self.image_loss = ImageLoss(image_weight)
+        self.adversarial_loss = AdversarialLoss(adversarial_weight)
+        # The perceptual term keeps the name loss_network (state-dict keys loss_network.N.*, as before).
         self.loss_network = None
         if perception_weight != 0:
-            self.loss_network = _vgg16_features(vgg).eval()
-            for p in self.loss_network.parameters():
-                p.requires_grad_(False)
-        self.tv_loss = TVLoss()
-
-    def train(self, mode: bool = True) -> "GeneratorLoss":
-        super().train(mode)
-        if self.loss_network is not None:
-            self.loss_network.eval()  # the VGG stays frozen in eval mode
-        return self
+            self.loss_network = PerceptualLoss(_vgg16_features(vgg), perception_weight)
+        self.tv_loss = TVLoss(tv_weight)
 
     def forward(self, out_labels: torch.Tensor, out_images: torch.Tensor,
                 target_images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         if out_images.shape != target_images.shape:
             raise ValueError(f"SR output {tuple(out_images.shape)} and target {tuple(target_images.shape)} differ "
                              f"in shape")
-        image_loss = F.mse_loss(out_images, target_images)
-        adversarial_loss = -out_labels.mean()
-        if self.loss_network is not None:
-            with torch.no_grad():
-                target_features = self.loss_network(vgg_input(target_images))
-            perception_loss = F.mse_loss(self.loss_network(vgg_input(out_images)), target_features)
+        image = self.image_loss.value(out_images, target_images)
+        adversarial = self.adversarial_loss.value(out_labels)
+        total = self.image_loss.weight * image + self.adversarial_loss.weight * adversarial
+        if self.loss_network is None:  # no VGG: the perceptual term is 0 and adds nothing
+            perception = image.new_zeros(())
         else:
-            perception_loss = image_loss.new_zeros(())
-        tv_loss = self.tv_loss(out_images)
-        total = (self.image_weight * image_loss + self.adversarial_weight * adversarial_loss
-                 + self.perception_weight * perception_loss + self.tv_weight * tv_loss)
-        terms = {"image": image_loss.detach(), "adversarial": adversarial_loss.detach(),
-                 "perception": perception_loss.detach(), "tv": tv_loss.detach()}
+            perception = self.loss_network.value(out_images, target_images)
+            total = total + self.loss_network.weight * perception
+        tv = self.tv_loss.value(out_images)
+        total = total + self.tv_loss.weight * tv
+        terms = {"image": image.detach(), "adversarial": adversarial.detach(), "perception": perception.detach(),
+                 "tv": tv.detach()}
         return total, terms

@@ -6,8 +6,10 @@ import pickle
 import random
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
 from collections import OrderedDict
 
 import pytest
@@ -535,3 +537,110 @@ def test_help_does_not_import_torch(argv):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout and out.stdout.rstrip().endswith("torch not imported")
+
+
+# ------------------------------------------------------------------------------- damaged files (CRC, huge values)
+
+
+def _flip_stored_byte(path, mask: int = 0x40) -> str:
+    """Flip ``mask`` in byte 3 of the first float of the largest tensor-data entry of a zip checkpoint (its
+    exponent: a weight of ~0.03 becomes ~1e37), as a bad disk or copy would; returns the entry's name."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max((e for e in archive.infolist() if "/data/" in e.filename), key=lambda e: e.file_size)
+    assert entry.compress_type == zipfile.ZIP_STORED  # torch.save stores tensor data uncompressed
+    raw = bytearray(open(path, "rb").read())
+    name_len, extra_len = struct.unpack_from("<HH", raw, entry.header_offset + 26)  # the local file header
+    raw[entry.header_offset + 30 + name_len + extra_len + 3] ^= mask
+    open(path, "wb").write(raw)
+    return entry.filename
+
+
+def test_flipped_bit_refused_by_every_loader_info_and_convert(tmp_path, capsys):
+    # Matrix 2, C08-C10: the CRC was never checked; info said "loads strictly", convert laundered the damage.
+    g = _tiny(seed=1)
+    plain, project, state = tmp_path / "plain.pth", tmp_path / "G.pth", tmp_path / "training_state_4_1.pth"
+    torch.save(g.state_dict(), plain)
+    checkpoint.save_generator(project, g)
+    checkpoint.save_training_state(state, g, Discriminator(), g.config, epoch=1)
+    for path in (plain, project, state):
+        entry = _flip_stored_byte(path)
+        torch.load(path, weights_only=True)  # torch itself reads the damaged file without a word
+        message = rf"checkpoint {re.escape(str(path))} is damaged: its entry {entry} fails its CRC-32 check .*; " \
+                  r"re-download or re-copy the file, or use an earlier epoch's checkpoint"
+        loads = [checkpoint.read_checkpoint, lambda p: checkpoint.load_into(_tiny(), p)]
+        loads += [checkpoint.read_training_state] if path == state else [checkpoint.build_generator]
+        for load in loads:
+            with pytest.raises(CheckpointError, match=message):
+                load(path)
+        for argv in (["info", str(path)], ["convert", str(path), str(tmp_path / "out.pth")]):
+            code, err = _run_cli(argv, capsys)
+            assert code == 2 and err.count("\n") == 1 and entry in err and "damaged" in err
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_huge_finite_weight_is_reported_everywhere(tmp_path, capsys):
+    # Matrix 2, C09: a flipped exponent bit under a valid CRC (-9.5e36) passed the non-finite check.
+    sd = _tiny().state_dict()
+    sd["output.conv.weight"].view(-1)[0] = -9.5e36
+    path = tmp_path / "huge.pth"
+    torch.save(sd, path)
+    message = r"has implausibly large weights in output\.conv\.weight \(\|value\| up to 9\.5e\+36; .*re-download"
+    for load in (checkpoint.read_checkpoint, checkpoint.build_generator, lambda p: checkpoint.load_into(_tiny(), p)):
+        with pytest.raises(CheckpointError, match=message):
+            load(path)
+    with pytest.raises(CheckpointError, match=r"checkpoint \(given state_dict\) " + message):
+        checkpoint.load_into(_tiny(), sd)
+    assert checkpoint.main(["info", str(path)]) == 1
+    assert re.search("problem: checkpoint .*" + message, capsys.readouterr().out)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.main(["convert", str(path), str(tmp_path / "out.pth")])
+    sd["output.conv.weight"].view(-1)[0] = 0.9 * checkpoint.MAX_ABS_WEIGHT  # large but under the limit: loads
+    torch.save(sd, path)
+    checkpoint.build_generator(path)
+
+
+def test_integer_weights_refused_and_half_precision_loads(tmp_path, capsys):
+    # Matrix 2, C07: int64 weights loaded "strictly" and gave black frames.
+    sd = _tiny().state_dict()
+    path = tmp_path / "int.pth"
+    torch.save({k: (v * 100).to(torch.int64) for k, v in sd.items()}, path)
+    message = r"does not fit the generator: \d+ integer tensors where the generator has floating-point weights " \
+              r"\(e\.g\. feat0\.conv\.weight: int64\)"
+    for load in (checkpoint.build_generator, lambda p: checkpoint.load_into(_tiny(), p)):
+        with pytest.raises(CheckpointError, match=message):
+            load(path)
+    assert checkpoint.main(["info", str(path)]) == 1
+    assert re.search("problem: .*" + message, capsys.readouterr().out)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.main(["convert", str(path), str(tmp_path / "out.pth")])
+    half = tmp_path / "half.pth"
+    torch.save({k: v.half() for k, v in sd.items()}, half)
+    checkpoint.build_generator(half)
+
+
+def test_one_damaged_projection_does_not_change_the_implied_scale(tmp_path, capsys):
+    # Matrix 2, C03: one tensor of shape [7, 7, 3, 3] made info describe an x4 file as a scale-1 denoiser.
+    sd = _tiny().state_dict()
+    sd["DBPN.up1.up_conv1.deconv.weight"] = torch.zeros(7, 7, 3, 3)
+    assert checkpoint.infer_rbpn_config(sd)["scale_factor"] == 4
+    path = tmp_path / "wrongshape.pth"
+    torch.save(sd, path)
+    assert checkpoint.main(["info", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "x4 super-resolution colour RBPN" in out
+    assert f"problem: checkpoint {path} does not fit the generator: 1 shape mismatches (e.g. " \
+           f"DBPN.up1.up_conv1.deconv.weight: checkpoint [7, 7, 3, 3], model [8, 8, 8, 8])" in out
+
+
+def test_info_reports_checksums_and_legacy_files_still_load(tmp_path, capsys):
+    g = _tiny(seed=2)
+    path, legacy = tmp_path / "zip.pth", tmp_path / "legacy.pth"
+    torch.save(g.state_dict(), path)
+    torch.save(g.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    entries = len(zipfile.ZipFile(path).infolist())
+    assert checkpoint.verify_archive(path) == entries and checkpoint.verify_archive(legacy) is None
+    assert checkpoint.main(["info", str(path)]) == 0
+    assert f"checksums: CRC-32 of all {entries} zip entries match" in capsys.readouterr().out
+    assert checkpoint.main(["info", str(legacy)]) == 0
+    assert "checksums: none (a legacy non-zip file" in capsys.readouterr().out
+    _assert_same_weights(checkpoint.build_generator(legacy)[0], g)

@@ -1,12 +1,16 @@
 """Generator / discriminator losses against hand computations on tiny tensors."""
 
 import os
+import subprocess
+import sys
 import urllib.error
 
 import pytest
 import torch
+from conftest import ROOT
 
 from SRGAN.loss import GeneratorLoss, TVLoss, VGGWeightsError, discriminator_loss
+from SRGAN.weights import DEFAULT_WEIGHTS
 
 
 def test_tv_loss_hand_computed():
@@ -131,3 +135,37 @@ def test_vgg_weights_bad_file(tmp_path):
 def test_shape_mismatch_is_value_error(random_vgg_loss):
     with pytest.raises(ValueError, match="differ in shape"):
         random_vgg_loss(torch.tensor([0.5]), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 16, 16))
+
+
+def test_default_weights_live_in_srgan_weights(random_vgg_loss):
+    assert DEFAULT_WEIGHTS == {"image": 1.0, "adversarial": 1e-3, "perception": 6e-3, "tv": 2e-8}
+    loss = random_vgg_loss
+    weights = (loss.image_loss.weight, loss.adversarial_loss.weight, loss.loss_network.weight, loss.tv_loss.weight)
+    assert weights == (1.0, 1e-3, 6e-3, 2e-8)
+    code = "import sys, SRGAN.weights; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr  # parsers read it without torch
+
+
+def test_each_term_carries_its_weight_and_total_sums_weighted_terms():
+    torch.manual_seed(0)
+    loss = GeneratorLoss(vgg="random", image_weight=2.0, adversarial_weight=0.5, perception_weight=0.25,
+                         tv_weight=3.0)
+    g = torch.Generator().manual_seed(2)
+    sr, hr = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    labels = torch.tensor([0.4])
+    total, terms = loss(labels, sr, hr)
+    parts = {"image": (loss.image_loss, (sr, hr)), "adversarial": (loss.adversarial_loss, (labels,)),
+             "perception": (loss.loss_network, (sr, hr)), "tv": (loss.tv_loss, (sr,))}
+    expected = 0.0
+    for name, (term, inputs) in parts.items():
+        assert term.value(*inputs).item() == pytest.approx(terms[name].item(), rel=1e-6)
+        expected += term.weight * terms[name].item()
+    assert [parts[n][0].weight for n in parts] == [2.0, 0.5, 0.25, 3.0]
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert loss.image_loss(sr, hr).item() == pytest.approx(2.0 * terms["image"].item(), rel=1e-6)
+    assert loss.adversarial_loss(labels).item() == pytest.approx(0.5 * -0.4)
+    # The VGG's parameter names are those of the single-module layout (loss_network.N.*, torchvision's N).
+    keys = list(loss.state_dict())
+    assert keys[:2] == ["loss_network.0.weight", "loss_network.0.bias"] and keys[-1] == "loss_network.28.bias"
+    assert len(keys) == 26

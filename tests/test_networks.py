@@ -1,11 +1,14 @@
 """RBPN generator and SRGAN discriminator: layout equal to the original checkpoints, shapes, init, validation."""
 
+import ast
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import TINY_NET, net_inputs
+from conftest import ROOT, TINY_NET, net_inputs
 
 import rbpn
 from base_networks import ResnetBlock
@@ -188,8 +191,53 @@ def test_tiny_training_step_lowers_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_original_import_style():
-    from rbpn import GeneratorLoss, TVLoss
-    from rbpn import Net as RBPN
+def test_loading_a_generator_imports_no_loss_code():
+    # Issue 21: rbpn re-exported the losses, so loading a model for inference imported SRGAN.loss (and the circle
+    # SRGAN.loss -> checkpoint -> rbpn -> SRGAN.loss). The losses now live only in SRGAN.loss.
+    code = ("import sys, checkpoint, rbpn\n"
+            "net, config = checkpoint.build_generator('weights/iSeeBetter_x4_psnr.pth')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('SRGAN')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert not hasattr(rbpn, "GeneratorLoss") and not hasattr(rbpn, "TVLoss")
 
-    assert RBPN is rbpn.Net and GeneratorLoss.__name__ == "GeneratorLoss" and TVLoss.__name__ == "TVLoss"
+
+def _project_imports(module: str) -> set:
+    """Project modules ``module`` imports anywhere in its source (top level or inside functions)."""
+    path = os.path.join(ROOT, *module.split(".")) + ".py"
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if os.path.isfile(os.path.join(ROOT, *n.split(".")) + ".py")}
+
+
+def test_no_import_circle_among_networks_losses_and_checkpoint():
+    graph, todo = {}, ["checkpoint", "rbpn", "SRGAN.loss", "SRGAN.model", "SRGAN.weights"]
+    while todo:
+        module = todo.pop()
+        if module not in graph:
+            graph[module] = _project_imports(module)
+            todo.extend(graph[module])
+    assert "checkpoint" in graph["SRGAN.loss"] and "rbpn" in graph["checkpoint"]  # the edges of the old circle
+    done, active = set(), []
+
+    def visit(module: str) -> None:
+        if module in active:
+            raise AssertionError("import circle: " + " -> ".join(active[active.index(module):] + [module]))
+        if module in done:
+            return
+        active.append(module)
+        for name in sorted(graph[module]):
+            visit(name)
+        active.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)

@@ -26,6 +26,15 @@ def test_shipped_weights_load_with_their_config(name):
     assert sum(p.numel() for p in net.parameters()) == 554_926
 
 
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(WEIGHTS) if f.endswith(".pth")))
+def test_shipped_weights_pass_the_damage_checks_with_a_wide_margin(name):
+    path = os.path.join(WEIGHTS, name)
+    assert checkpoint.verify_archive(path) > 0  # zip files: every entry's CRC-32 is checked on load
+    sd, _ = checkpoint.read_checkpoint(path)
+    largest = max(float(v.abs().max()) for v in sd.values() if v.is_floating_point())
+    assert largest < checkpoint.MAX_ABS_WEIGHT / 1e5, largest
+
+
 def test_psnr_model_beats_bicubic_on_real_frames():
     """Frames of the bundled clip (192x108, used as HR) degraded x4: the default model must beat bicubic."""
     torch.set_num_threads(1)
