@@ -13,9 +13,11 @@ the estimate, so in expectation the score's MSE is the estimate's true MSE plus 
 plus the scene's change between scans): the better a denoiser, the higher its score, and methods compare fairly. The
 value is lower than a true PSNR against a clean frame would be.
 
-Baselines (``BASELINES``, all on the subsampled movie): ``raw`` (the frame itself), ``mean3`` / ``mean5`` /
-``mean7`` (the mean of the 3/5/7 subsampled frames centred on it, fewer at the movie ends, blank frames left out)
-and ``mean3_blur`` (``mean3`` then a Gaussian blur of sigma ``BLUR_SIGMA`` px).
+Baselines (``BASELINE_TABLE``, the one list of them, also used by ``bench/bench_denoise.py``; all on the subsampled
+movie): ``raw`` (the frame itself), ``mean3`` / ``mean5`` / ``mean7`` (the mean of the 3/5/7 subsampled frames centred
+on it, fewer at the movie ends, blank frames left out), ``mean3_blur`` (``mean3`` then a Gaussian blur of sigma
+``BLUR_SIGMA`` px) and ``tri5_blur`` (the mean of 5 weighted 1, 2, 3, 2, 1, then a Gaussian blur of sigma
+``TRI5_BLUR_SIGMA`` px). The tester scores ``BASELINES``, those of the table marked ``tester``; the benchmark all.
 
 **The fork's scores** (``ssim_to_cleanest``, ``noise_blur_scores``): SSIM against the cleanest frame (lowest
 ``metrics.streak_score``) of each block of 10 consecutive frames, grey, Gaussian 11x11 window, as the fork measured
@@ -27,16 +29,35 @@ method saw the target. Plus the fork's noise (``metrics.streak_score``, lower = 
 it, all three given on the same [0, 1] scale by the caller.
 """
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 import metrics
 
-BASELINES = ("raw", "mean3", "mean5", "mean7", "mean3_blur")
+
+class Baseline(NamedTuple):
+    """One baseline denoiser: its label in tables and whether the tester's metrics.json scores it."""
+
+    label: str
+    tester: bool
+
+
+BASELINE_TABLE = {  # name -> Baseline; ``estimate`` computes each
+    "raw": Baseline("the frame itself", True),
+    "mean3": Baseline("temporal mean of 3", True),
+    "mean5": Baseline("temporal mean of 5", True),
+    "mean7": Baseline("temporal mean of 7", True),
+    "mean3_blur": Baseline("mean of 3 + Gaussian blur 1 px", True),
+    "tri5_blur": Baseline("triangular mean of 5 + Gaussian blur 0.5 px", False),
+}
+BASELINES = tuple(name for name, baseline in BASELINE_TABLE.items() if baseline.tester)  # scored by the tester
+TEMPORAL_MEANS = ("mean3", "mean5", "mean7")
 MODEL = "model"
 BLUR_SIGMA = 1.0
+TRI5_WEIGHTS = (1.0, 2.0, 3.0, 2.0, 1.0)  # frames k-2 .. k+2 of the triangular mean
+TRI5_BLUR_SIGMA = 0.5  # px
 BLOCK = 10  # frames per block for the fork's SSIM against the cleanest frame (its blocks of 10 scans)
 
 
@@ -101,21 +122,43 @@ def temporal_mean(sub: np.ndarray, k: int, n: int, blank: Sequence[int] = ()) ->
     return np.mean(np.stack([np.asarray(sub[j], np.float64) for j in chosen]), axis=0).astype(np.float32)
 
 
+def tri_weighted_mean(sub: np.ndarray, k: int, blank: Sequence[int] = ()) -> np.ndarray:
+    """The mean of frames k-2 .. k+2 of ``sub`` weighted ``TRI5_WEIGHTS``, cut at the movie ends and without the
+    blank frames other than k itself (as ``temporal_mean``), the weights renormalised; float32 (H, W, C)."""
+    skip = {int(t) for t in blank}
+    half = len(TRI5_WEIGHTS) // 2
+    total = np.zeros(np.shape(sub[k]), np.float64)
+    weight_sum = 0.0
+    for offset, weight in zip(range(-half, half + 1), TRI5_WEIGHTS):
+        j = k + offset
+        if 0 <= j < len(sub) and (j not in skip or j == k):
+            total += weight * np.asarray(sub[j], np.float64)
+            weight_sum += weight
+    return (total / weight_sum).astype(np.float32)
+
+
 def estimate(sub: np.ndarray, k: int, method: str, blank: Sequence[int] = (),
              model_sub: Optional[np.ndarray] = None) -> np.ndarray:
-    """A method's estimate of frame ``k`` of the subsampled movie ``sub``: a baseline (``BASELINES``) or ``MODEL``
-    (frame k of ``model_sub``, the model's output for the subsampled movie)."""
+    """A method's estimate of frame ``k`` of the subsampled movie ``sub``: a baseline (``BASELINE_TABLE``) or
+    ``MODEL`` (frame k of ``model_sub``, the model's output for the subsampled movie)."""
     if method == "raw":
         return np.asarray(sub[k], np.float32)
-    if method in ("mean3", "mean5", "mean7"):
+    if method in TEMPORAL_MEANS:
         return temporal_mean(sub, k, int(method[4:]), blank)
     if method == "mean3_blur":
         return gaussian_blur(temporal_mean(sub, k, 3, blank))
+    if method == "tri5_blur":
+        return gaussian_blur(tri_weighted_mean(sub, k, blank), sigma=TRI5_BLUR_SIGMA)
     if method == MODEL:
         if model_sub is None:
             raise ValueError("the model's estimates (model_sub) are needed for method 'model'")
         return np.asarray(model_sub[k], np.float32)
-    raise ValueError(f"unknown method {method!r}; use one of {', '.join(BASELINES + (MODEL,))}")
+    raise ValueError(f"unknown method {method!r}; use one of {', '.join(tuple(BASELINE_TABLE) + (MODEL,))}")
+
+
+def estimate_movie(sub: np.ndarray, method: str, blank: Sequence[int] = ()) -> np.ndarray:
+    """A baseline's estimates of every frame of ``sub``, (T, H, W, C) float32."""
+    return np.stack([estimate(sub, k, method, blank) for k in range(len(sub))])
 
 
 def methods(model_sub: Optional[np.ndarray]) -> Tuple[str, ...]:

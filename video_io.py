@@ -1,9 +1,16 @@
-"""Reading and writing frames (OpenCV) and videos (FFmpeg through PyAV), RGB uint8 HxWx3 everywhere.
+"""Reading and writing frames (OpenCV; multi-page TIFF stacks with tifffile) and videos (FFmpeg through PyAV), RGB
+uint8 HxWx3 everywhere.
 
-Videos: any container/codec FFmpeg decodes, streamed frame by frame (bounded memory), exact rational frame rate,
-rotation metadata applied, timestamps kept (variable frame rate survives a round trip). Written as browser-playable
-H.264 ``yuv420p`` mp4 (``+faststart``) by default, or H.265 / lossless FFV1 (mkv); the source's audio streams are
-copied (re-encoded to AAC only where the container cannot hold them) and subtitles copied where possible.
+Frames: image files, and multi-page TIFF stacks read page by page (``tiff_stack``): ``list_frames`` expands each
+stack of a folder into its pages, in place in the folder's natural order, so a folder holding one stack is that
+stack's frames and a stack split over several files (``run_1.tif``, ``run_2.tif``) reads as one movie.
+
+Videos: the containers of ``CONTAINERS`` (the one table of container facts: to support another container, add its
+row there), any codec FFmpeg decodes, streamed frame by frame (bounded memory), exact rational frame rate, rotation
+metadata applied, timestamps kept (variable frame rate survives a round trip). A damaged packet is skipped and
+decoding goes on; the frames lost are reported. Written as browser-playable H.264 ``yuv420p`` mp4 (``+faststart``)
+by default, or H.265 / lossless FFV1 (mkv); the source's audio streams are copied (re-encoded to AAC only where the
+container cannot hold them) and subtitles copied where possible.
 
 Every failure a user can cause (missing file, corrupt image, unreadable video, codec missing) raises ``VideoError``
 naming the file. Writers are atomic: they write a temporary file next to the target and ``os.replace`` it.
@@ -14,15 +21,49 @@ import os
 import re
 import warnings
 from fractions import Fraction
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 import atomic
+import tiff_stack
 from errors import UserError, describe_os_error
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+class Container(NamedTuple):
+    """What this program knows about one video container, by file extension. Every container of ``CONTAINERS`` is
+    read through FFmpeg (any codec it decodes)."""
+
+    muxer: Optional[str]  # the FFmpeg muxer that writes it; None: read only
+    faststart: bool = False  # ISO media: the index goes before the data (+faststart), so browsers play at once
+    audio: Optional[FrozenSet[str]] = None  # audio codecs copied as they are (others: AAC); None: what FFmpeg claims
+    subtitles: Optional[FrozenSet[str]] = None  # subtitle codecs copied (others dropped); None: what FFmpeg claims
+    hevc_tag: Optional[str] = None  # codec tag of H.265 video
+
+
+# What FFmpeg's mp4/mov muxers take as it is (they claim more codecs, but e.g. PCM fails at the trailer).
+MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
+MP4_SUBTITLES = frozenset({"mov_text"})
+
+CONTAINERS: Dict[str, Container] = {  # extension (lower case) -> Container
+    ".mp4": Container("mp4", faststart=True, audio=MP4_AUDIO, subtitles=MP4_SUBTITLES, hevc_tag="hvc1"),  # Apple
+    ".avi": Container("avi"),
+    ".mov": Container("mov", faststart=True, audio=MP4_AUDIO, subtitles=MP4_SUBTITLES),
+    ".mkv": Container("matroska"),
+    ".webm": Container("webm"),
+    ".m4v": Container("ipod", faststart=True),
+    ".mpg": Container("mpeg"),
+    ".mpeg": Container("mpeg"),
+    ".wmv": Container("asf"),
+    ".flv": Container("flv"),
+    ".ts": Container(None),  # MPEG transport stream
+    ".mts": Container(None),  # AVCHD camcorders
+    ".m2ts": Container(None),  # AVCHD / Blu-ray
+    ".3gp": Container(None),  # phones
+    ".ogv": Container(None),  # Ogg (Theora, VP8)
+}
+VIDEO_EXTENSIONS = tuple(CONTAINERS)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -31,7 +72,7 @@ class VideoError(UserError):
 
 
 def is_video_file(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+    return os.path.splitext(path)[1].lower() in CONTAINERS
 
 
 def is_image_file(path: str) -> bool:
@@ -51,12 +92,42 @@ def _to_rgb(img: np.ndarray, path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def is_tiff_stack(path: str) -> bool:
+    """Whether ``path`` is a multi-page TIFF file (a stack of frames, see ``list_frames``)."""
+    return tiff_stack.is_stack(path)
+
+
+def frame_file(path: str) -> str:
+    """The file a frame path reads: the stack file of a page of a TIFF stack, else ``path`` itself."""
+    page = tiff_stack.split_page_path(path)
+    return page[0] if page is not None else os.fspath(path)
+
+
+def _read_page(path: str) -> Optional[np.ndarray]:
+    """The page of a TIFF stack that ``path`` names (``tiff_stack``), or None when it names none."""
+    page = tiff_stack.split_page_path(path)
+    if page is None:
+        return None
+    try:
+        return tiff_stack.read_page(*page)
+    except tiff_stack.StackError as exc:
+        raise VideoError(str(exc)) from None
+
+
 def read_image(path: str) -> np.ndarray:
-    """An image file as OpenCV decodes it, unchanged (BGR/BGRA/grey, 8/16-bit); ``VideoError`` if it is missing,
-    unreadable or cannot be decoded."""
+    """An image file as OpenCV decodes it, unchanged (BGR/BGRA/grey, 8/16-bit), or one page of a TIFF stack (a page
+    path of ``list_frames``) in the same layout; ``VideoError`` if it is missing, unreadable, cannot be decoded or
+    is a whole multi-page TIFF (one image was asked for)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
+        page = _read_page(path)
+        if page is not None:
+            return page
         raise VideoError(f"frame not found: {path}")
+    pages = len(tiff_stack.main_pages(path)) if tiff_stack.is_tiff(path) else 1
+    if pages > 1:
+        raise VideoError(f"{path} is a multi-page TIFF stack ({pages} pages) where one image was expected; pass the "
+                         "stack or its folder as the movie, or save one page per file")
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -100,14 +171,21 @@ def natural_key(name: str) -> list:
 
 
 def list_frames(folder: str) -> List[str]:
-    """Image files in ``folder`` (full paths), natural sort; ``VideoError`` if the folder is missing or has none."""
+    """The frames of a folder: its image files (full paths), natural sort, each multi-page TIFF stack expanded in
+    place into its page paths (``tiff_stack``); or the page paths of a multi-page TIFF file given itself.
+    ``VideoError`` if the folder is missing or has no image."""
     folder = os.fspath(folder)
+    if os.path.isfile(folder) and tiff_stack.is_tiff(folder):
+        return tiff_stack.page_paths(folder)
     if not os.path.isdir(folder):
         raise VideoError(f"frame folder not found: {folder}")
     names = [n for n in os.listdir(folder) if is_image_file(n) and not n.startswith(".")]
     if not names:
         raise VideoError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+    frames: List[str] = []
+    for name in sorted(names, key=natural_key):
+        frames += tiff_stack.page_paths(os.path.join(folder, name))
+    return frames
 
 
 def find_video_sources(data_dir: str) -> List[str]:
@@ -141,9 +219,8 @@ CODECS = {  # --codec -> (FFmpeg encoder, pixel format, container extension)
 }
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 Rate = Union[Fraction, float, int]
-# Streams FFmpeg's mp4 muxer takes as they are (it claims more codecs, but e.g. PCM fails at the trailer).
 H265_MIN_SIZE = 64  # x265 (in PyAV's wheels) crashes with heap corruption on e.g. 48x32 frames
-MP4_COPY = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac", "mov_text"}
+Log = Callable[[str], None]
 
 
 def _av():
@@ -174,7 +251,8 @@ def _open_input(path: str):
         container.close()
         raise VideoError(f"{path} has no video stream (audio only, or not a video); pass a video file")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    # Slice threads only: frame threads hide decoding errors and drop the frames queued around a damaged packet.
+    stream.thread_type = "SLICE"
     return container, stream
 
 
@@ -189,23 +267,71 @@ def _rotated(img: np.ndarray, rotation: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
-def _decoded(container, stream, path: str) -> Iterator[Tuple[np.ndarray, Optional[Fraction]]]:
+def _frame_of(frame, stream) -> Tuple[np.ndarray, Optional[Fraction]]:
+    time = Fraction(frame.pts) * stream.time_base if frame.pts is not None else None
+    return _rotated(frame.to_ndarray(format="rgb24"), frame.rotation or 0), time
+
+
+def _warn(log: Optional[Log], message: str) -> None:
+    if log is not None:
+        log(message)
+    else:
+        warnings.warn(message, stacklevel=4)
+
+
+def _damage_report(path: str, expected: int, frames: int, skipped: int, stopped: Optional[Exception]) -> str:
+    lost = max(expected - frames, 0)
+    parts = []
+    if skipped:
+        parts.append(f"skipped {skipped} damaged packet(s) and went on")
+    if stopped is not None:
+        parts.append(f"stopped at data it cannot read past ({stopped}); the frames before it are kept")
+    return f"{path}: decoding {' and '.join(parts)}; {lost} frame(s) lost"
+
+
+def _decoded(container, stream, path: str, log: Optional[Log] = None
+             ) -> Iterator[Tuple[np.ndarray, Optional[Fraction]]]:
+    """Decode packet by packet: a packet FFmpeg rejects (damaged data) is skipped and decoding goes on; when the
+    stream ends the damage is reported (``log``, else a warning) with the number of frames lost."""
     av = _av()
-    try:
-        for frame in container.decode(stream):
-            time = Fraction(frame.pts) * stream.time_base if frame.pts is not None else None
-            yield _rotated(frame.to_ndarray(format="rgb24"), frame.rotation or 0), time
-    except av.FFmpegError as exc:  # damaged data mid-stream: keep what decoded, the caller counts frames
-        warnings.warn(f"{path}: decoding stopped early ({exc})", stacklevel=2)
+    packets = frames = skipped = 0
+    stopped = None
+    demuxer = container.demux(stream)
+    while True:
+        try:
+            packet = next(demuxer, None)
+        except av.FFmpegError as exc:  # the demuxer cannot go past damaged data: flush what the decoder holds
+            stopped, packet = exc, None
+        if packet is None:
+            break
+        packets += 1 if packet.size else 0
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:
+            skipped += 1
+            continue
+        for frame in decoded:
+            frames += 1
+            yield _frame_of(frame, stream)
+    if stopped is not None:
+        try:
+            for frame in stream.codec_context.decode(None):
+                frames += 1
+                yield _frame_of(frame, stream)
+        except av.FFmpegError:
+            pass
+    if skipped or stopped is not None:  # frames expected: the container's index, or one per packet read
+        _warn(log, _damage_report(path, max(packets, stream.frames or 0), frames, skipped, stopped))
 
 
-def iter_video_timed(path: str) -> Iterator[Tuple[np.ndarray, Optional[Fraction]]]:
+def iter_video_timed(path: str, log: Optional[Log] = None) -> Iterator[Tuple[np.ndarray, Optional[Fraction]]]:
     """Yield ``(RGB uint8 frame, time in seconds as a Fraction or None)`` one by one (memory-bounded), rotation
-    applied; ``VideoError`` if no frame decodes."""
+    applied; damaged packets are skipped and reported through ``log`` (default: a warning); ``VideoError`` if no
+    frame decodes."""
     container, stream = _open_input(path)
     count = 0
     try:
-        for item in _decoded(container, stream, path):
+        for item in _decoded(container, stream, path, log):
             count += 1
             yield item
     finally:
@@ -214,13 +340,13 @@ def iter_video_timed(path: str) -> Iterator[Tuple[np.ndarray, Optional[Fraction]
         raise VideoError(f"no frame could be decoded from video {path} (corrupt or unsupported codec)")
 
 
-def iter_video(path: str) -> Iterator[np.ndarray]:
+def iter_video(path: str, log: Optional[Log] = None) -> Iterator[np.ndarray]:
     """Yield the frames of a video one by one as RGB uint8 (memory-bounded); ``VideoError`` if none decode."""
-    for frame, _ in iter_video_timed(path):
+    for frame, _ in iter_video_timed(path, log):
         yield frame
 
 
-def read_frames(path: str, start: int, count: int) -> List[np.ndarray]:
+def read_frames(path: str, start: int, count: int, log: Optional[Log] = None) -> List[np.ndarray]:
     """``count`` consecutive frames from frame index ``start``: seeks to the key frame before, then decodes only up to
     those frames (frame index = time x frame rate, exact for constant-rate video)."""
     container, stream = _open_input(path)
@@ -232,7 +358,7 @@ def read_frames(path: str, start: int, count: int) -> List[np.ndarray]:
             target = origin + int(Fraction(start) / rate / stream.time_base)
             container.seek(target, stream=stream, backward=True, any_frame=False)
         decode_from_start = False
-        for img, time in _decoded(container, stream, path):
+        for img, time in _decoded(container, stream, path, log):
             index = round((time - origin * stream.time_base) * rate) if time is not None else None
             if index is None or (not frames and index > start):
                 decode_from_start = True  # no timestamps, or the seek overshot: count frames from the start
@@ -244,7 +370,7 @@ def read_frames(path: str, start: int, count: int) -> List[np.ndarray]:
         if decode_from_start:
             container.seek(0, stream=stream, backward=True)
             frames = []
-            for k, (img, _) in enumerate(_decoded(container, stream, path)):
+            for k, (img, _) in enumerate(_decoded(container, stream, path, log)):
                 if k >= start:
                     frames.append(img)
                     if len(frames) == count:
@@ -256,19 +382,41 @@ def read_frames(path: str, start: int, count: int) -> List[np.ndarray]:
     return frames
 
 
+_PACKET_COUNTS: Dict[Tuple[str, int, int], int] = {}  # (real path, size, mtime) -> video packets, see _count_packets
+
+
+def _count_packets(path: str) -> int:
+    """The number of video packets (one per frame) of a video, read without decoding (one pass over the file,
+    remembered while the file is unchanged)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _PACKET_COUNTS:
+        av = _av()
+        count = 0
+        container = av.open(path, "r")
+        try:
+            for packet in container.demux(container.streams.video[0]):
+                count += 1 if packet.size else 0
+        except av.FFmpegError:
+            pass  # damaged data: the packets before it
+        finally:
+            container.close()
+        if len(_PACKET_COUNTS) > 256:
+            _PACKET_COUNTS.clear()
+        _PACKET_COUNTS[key] = count
+    return _PACKET_COUNTS[key]
+
+
 def video_info(path: str) -> dict:
     """Header facts: ``width``/``height`` (as displayed, rotation applied), ``fps`` (float) and ``rate`` (exact
-    Fraction), ``frame_count`` (from the header, or duration x rate; 0 if unknown), ``rotation``, ``codec``,
-    ``audio_streams``."""
+    Fraction), ``frame_count`` (the container's frame index (mp4, mov, avi), else counted from the video packets
+    without decoding: exact for low or variable frame rates and a missing or wrong duration), ``rotation``,
+    ``codec``, ``audio_streams``."""
     container, stream = _open_input(path)
     try:
         ctx = stream.codec_context
         rate = _rate(stream)
         count = stream.frames or 0
-        if not count:
-            duration = (stream.duration * stream.time_base if stream.duration and stream.time_base else
-                        Fraction(container.duration, 1_000_000) if container.duration else None)
-            count = int(round(duration * rate)) if duration else 0
         rotation = 0
         try:
             for frame in container.decode(stream):
@@ -285,6 +433,8 @@ def video_info(path: str) -> dict:
         container.close()
     if info["width"] <= 0 or info["height"] <= 0:
         raise VideoError(f"video {path} reports no frame size (corrupt or unsupported codec)")
+    if not info["frame_count"]:
+        info["frame_count"] = _count_packets(os.fspath(path))
     return info
 
 
@@ -320,29 +470,49 @@ def check_codec(codec: str) -> None:
                          f"--codec {codec}; use --codec h264 or reinstall PyAV from its wheels") from exc
 
 
+def check_codec_size(codec: str, width: int, height: int) -> None:
+    """``VideoError`` when ``codec`` cannot encode frames of ``width`` x ``height`` px (H.265: under
+    ``H265_MIN_SIZE`` on a side). Call it with the output size before the work that produces the frames."""
+    if codec == "h265" and min(width, height) < H265_MIN_SIZE:
+        raise VideoError(f"--codec h265 needs frames of at least {H265_MIN_SIZE}x{H265_MIN_SIZE} px (x265 corrupts "
+                         f"memory on smaller ones), got {width}x{height}; use --codec h264 or ffv1")
+
+
 def video_extension(codec: str) -> str:
     """The container extension for ``codec`` (.mp4 or .mkv)."""
     return CODECS[codec][2]
 
 
+def writable_container(path: str) -> Container:
+    """The ``CONTAINERS`` row of ``path``'s extension; ``VideoError`` unless this program writes that container."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    container = CONTAINERS.get(ext)
+    if container is None or container.muxer is None:
+        writable = ", ".join(e for e, c in CONTAINERS.items() if c.muxer)
+        raise VideoError(f"cannot write video {path}: {ext or 'no extension'} is not a container this program "
+                         f"writes; use one of {writable}")
+    return container
+
+
 class _SourceStreams:
     """Audio/subtitle packets of a source video, copied into an output container, optionally within a time range."""
 
-    def __init__(self, source: str, output, time_range: Optional[Tuple[Fraction, Fraction]], log):
+    def __init__(self, source: str, output, container: Container, time_range: Optional[Tuple[Fraction, Fraction]],
+                 log):
         av = _av()
         self.input = av.open(source, "r")
         self.output = output
         self.range = time_range
         self.map = {}  # input stream index -> (output stream, transcode?)
-        supported = set(getattr(output, "supported_codecs", None) or ())
-        if output.format.name.startswith("mp4") or output.format.name.startswith("mov"):
-            supported &= MP4_COPY
+        claimed = frozenset(getattr(output, "supported_codecs", None) or ())
+        audio = claimed & container.audio if container.audio is not None else claimed
+        subtitles = claimed & container.subtitles if container.subtitles is not None else claimed
         for stream in self.input.streams:
             if stream.type == "video":
                 continue
             name = stream.codec_context.name
             if stream.type == "audio":
-                if name in supported:
+                if name in audio:
                     self.map[stream.index] = (output.add_stream_from_template(stream), False)
                 else:
                     out = output.add_stream("aac", rate=stream.codec_context.sample_rate or 48000)
@@ -350,7 +520,7 @@ class _SourceStreams:
                     self.map[stream.index] = (out, True)
                     log(f"audio stream {stream.index} ({name}) cannot be copied into {output.format.name}: "
                         "re-encoded as AAC")
-            elif stream.type == "subtitle" and name in supported:
+            elif stream.type == "subtitle" and name in subtitles:
                 self.map[stream.index] = (output.add_stream_from_template(stream), False)
             else:
                 log(f"{stream.type} stream {stream.index} ({name}) of {source} cannot be kept in this container: "
@@ -436,48 +606,30 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: Rate, codec: str =
     rate = as_rate(fps)
     if rate <= 0:
         raise VideoError(f"write_video({path}): fps must be positive, got {fps}")
-    encoder, pix_fmt, _ = CODECS[codec]
+    container = writable_container(path)
+    pix_fmt = CODECS[codec][1]
     log = log or (lambda message: warnings.warn(message, stacklevel=3))
     count = 0
     with atomic.atomic_path(path) as tmp:
-        options = {"movflags": "+faststart"} if path.lower().endswith((".mp4", ".mov", ".m4v")) else {}
+        options = {"movflags": "+faststart"} if container.faststart else {}
         try:
-            output = av.open(tmp, "w", format=_format_for(path), options=options)
+            output = av.open(tmp, "w", format=container.muxer, options=options)
         except (av.FFmpegError, ValueError) as exc:
             raise VideoError(f"cannot write video {path}: {exc}") from exc
         try:
-            stream = output.add_stream(encoder, rate=rate)
-            stream.pix_fmt = pix_fmt
             if times is not None and _constant_rate(times, rate):
                 times = None  # evenly spaced at the stated rate: write it as constant-rate video
             time_base = _time_base(times, rate)
-            stream.codec_context.time_base = time_base
-            stream.time_base = time_base
-            if codec in ("h264", "h265"):
-                stream.options = {"crf": str(int(crf)), "preset": preset}
-                if codec == "h265":
-                    stream.options["x265-params"] = "log-level=error"
-                    if path.lower().endswith(".mp4"):
-                        stream.codec_tag = "hvc1"  # plays in Apple's players
-            sources = _SourceStreams(audio_from, output, time_range, log) if audio_from else None
+            stream = _add_video_stream(output, codec, container, rate, time_base, crf, preset)
+            sources = _SourceStreams(audio_from, output, container, time_range, log) if audio_from else None
             size = None
             origin = None
             for frame in frames:
-                frame = np.asarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise VideoError(f"write_video({path}): frames must be uint8 HxWx3, got {frame.dtype} "
-                                     f"{frame.shape}")
+                frame = _checked_frame(path, codec, frame, count, size)
                 if size is None:
                     size = frame.shape[:2]
-                    if codec == "h265" and min(size) < H265_MIN_SIZE:
-                        raise VideoError(f"write_video({path}): --codec h265 needs frames of at least "
-                                         f"{H265_MIN_SIZE}x{H265_MIN_SIZE} px (x265 corrupts memory on smaller "
-                                         f"ones), got {size[1]}x{size[0]}; use --codec h264 or ffv1")
                     padded = _even(frame).shape[:2] if pix_fmt == "yuv420p" else size
                     stream.height, stream.width = padded
-                elif frame.shape[:2] != size:
-                    raise VideoError(f"write_video({path}): frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
-                                     f"expected {size[1]}x{size[0]}")
                 if pix_fmt == "yuv420p":
                     frame = _even(frame)
                 video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
@@ -509,6 +661,40 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: Rate, codec: str =
     return count
 
 
+def _add_video_stream(output, codec: str, container: Container, rate: Fraction, time_base: Fraction, crf: int,
+                      preset: str):
+    """The video stream of ``codec`` (``CODECS``) in ``output``, at ``rate``, timestamps in ``time_base``."""
+    encoder, pix_fmt, _ = CODECS[codec]
+    stream = output.add_stream(encoder, rate=rate)
+    stream.pix_fmt = pix_fmt
+    stream.codec_context.time_base = time_base
+    stream.time_base = time_base
+    if codec in ("h264", "h265"):
+        stream.options = {"crf": str(int(crf)), "preset": preset}
+        if codec == "h265":
+            stream.options["x265-params"] = "log-level=error"
+            if container.hevc_tag:
+                stream.codec_tag = container.hevc_tag
+    return stream
+
+
+def _checked_frame(path: str, codec: str, frame, count: int, size: Optional[Tuple[int, int]]) -> np.ndarray:
+    """Frame ``count`` to write as a uint8 HxWx3 array; ``VideoError`` unless it has that layout, the size of the
+    first frame (``size``, None for the first) and a size ``codec`` encodes."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise VideoError(f"write_video({path}): frames must be uint8 HxWx3, got {frame.dtype} {frame.shape}")
+    if size is None:
+        try:
+            check_codec_size(codec, frame.shape[1], frame.shape[0])
+        except VideoError as exc:
+            raise VideoError(f"write_video({path}): {exc}") from None
+    elif frame.shape[:2] != size:
+        raise VideoError(f"write_video({path}): frame {count} is {frame.shape[1]}x{frame.shape[0]}, expected "
+                         f"{size[1]}x{size[0]}")
+    return frame
+
+
 def _constant_rate(times: Sequence[Fraction], rate: Fraction) -> bool:
     return all(b - a == 1 / rate for a, b in zip(times, times[1:]))
 
@@ -524,11 +710,6 @@ def _time_base(times: Optional[Sequence[Fraction]], rate: Fraction) -> Fraction:
         if denominator > 1_000_000:
             return Fraction(1, 90000)
     return Fraction(1, denominator)
-
-
-def _format_for(path: str) -> Optional[str]:
-    ext = os.path.splitext(path)[1].lower()
-    return {".mkv": "matroska", ".mp4": "mp4", ".mov": "mov", ".webm": "webm", ".avi": "avi"}.get(ext)
 
 
 def _write_error(path: str, exc: Exception) -> VideoError:

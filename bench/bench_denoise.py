@@ -15,10 +15,11 @@ and the denoiser's speed and peak memory at fp32 vs the fastest precision of thi
    peak resident memory (``ru_maxrss``) at ``--size`` (default 256) for fp32 and for what
    ``hardware.resolve_precision("auto")`` picks, with ``--model`` or a random-init compact RBPN.
 
-Rows of the quality tables: raw input (no levelling), row levelling only, the best temporal mean of 3/5/7, mean of 3
-+ Gaussian blur 1 px, triangular-weighted mean of 5 (weights 1, 2, 3, 2, 1) + Gaussian blur 0.5 px, the single-frame
-model (``--single-model``, a denoising checkpoint with nFrames 1) and the multi-frame model (``--model``). Both
-checkpoints are loaded as the tester loads them, and each runs with its own recorded settings (flows, warping).
+Rows of the quality tables: raw input (no levelling), row levelling only, the other baselines of
+``denoise_eval.BASELINE_TABLE`` (the best temporal mean of 3/5/7, mean of 3 + Gaussian blur 1 px, triangular-weighted
+mean of 5 (weights 1, 2, 3, 2, 1) + Gaussian blur 0.5 px), the single-frame model (``--single-model``, a denoising
+checkpoint with nFrames 1) and the multi-frame model (``--model``). Both checkpoints are loaded as the tester loads
+them, and each runs with its own recorded settings (flows, warping).
 
     .venv/bin/python bench/bench_denoise.py --size 128 [--model runs/denoise/netG_epoch_1_40.pth]
         [--single-model runs/denoise_single/netG_epoch_1_40.pth] [--image bench_real.png] [--skip-real]
@@ -50,6 +51,7 @@ sys.path.insert(0, ROOT)
 
 import atomic  # noqa: E402
 import denoise_eval  # noqa: E402
+import denoise_job  # noqa: E402
 import hardware  # noqa: E402
 import iSeeBetterTest as tester  # noqa: E402
 from denoise_data import Normalisation, compute_flows, level_rows, preprocess  # noqa: E402
@@ -72,8 +74,6 @@ SCARS_PER_ROW = 0.04  # scars per frame = this x rows
 SCAR_LENGTH = (4, 32)  # px
 SCAR_HEIGHT = (0.15, 0.4)  # |height|, sign random
 COMPACT = dict(num_channels=1, base_filter=32, feat=16, num_stages=3, n_resblock=2, nFrames=5, scale_factor=1)
-TRI5_WEIGHTS = (1.0, 2.0, 3.0, 2.0, 1.0)  # frames t-2 .. t+2 of the triangular mean
-TRI5_BLUR_SIGMA = 0.5  # px
 IMAGE_TITLE_HEIGHT = 30  # px of title text above each panel of --image
 IMAGE_GAP = 4  # px between the panels of a row of --image
 IMAGE_MIN_SIDE = 200  # frames smaller than this (px) are shown 2x (nearest neighbour)
@@ -196,39 +196,22 @@ def make_sequences(topographs: Dict[str, np.ndarray], frames: int, size: int,
 # Methods and scores
 
 
-def tri_weighted_mean(sub: np.ndarray, k: int, blank: Sequence[int] = ()) -> np.ndarray:
-    """The mean of frames k-2 .. k+2 of ``sub`` weighted 1, 2, 3, 2, 1, cut at the movie ends and without the blank
-    frames other than k itself (as ``denoise_eval.temporal_mean``), the weights renormalised; float32 (H, W, C)."""
-    skip = {int(t) for t in blank}
-    half = len(TRI5_WEIGHTS) // 2
-    total = np.zeros(np.shape(sub[k]), np.float64)
-    weight_sum = 0.0
-    for offset, weight in zip(range(-half, half + 1), TRI5_WEIGHTS):
-        j = k + offset
-        if 0 <= j < len(sub) and (j not in skip or j == k):
-            total += weight * np.asarray(sub[j], np.float64)
-            weight_sum += weight
-    return (total / weight_sum).astype(np.float32)
+def bench_key(method: str) -> str:
+    """The benchmark's row key of a ``denoise_eval`` method: its ``raw`` (the levelled frame) is ``levelled`` here,
+    ``raw`` being the input before levelling."""
+    return "levelled" if method == "raw" else method
 
 
-def tri5_blur_movie(sub: np.ndarray, blank: Sequence[int] = ()) -> np.ndarray:
-    """The ``tri5_blur`` baseline for every frame of a (T, H, W, C) movie: ``tri_weighted_mean`` then a Gaussian blur
-    of ``TRI5_BLUR_SIGMA`` px."""
-    return np.stack([denoise_eval.gaussian_blur(tri_weighted_mean(sub, k, blank), sigma=TRI5_BLUR_SIGMA)
-                     for k in range(len(sub))])
+def extra_baselines() -> List[str]:
+    """The baselines of ``denoise_eval.BASELINE_TABLE`` that the tester does not score (the benchmark scores them
+    itself)."""
+    return [m for m, baseline in denoise_eval.BASELINE_TABLE.items() if not baseline.tester]
 
 
 def baseline_outputs(data: np.ndarray) -> Dict[str, np.ndarray]:
-    """Baselines on a normalised (T, H, W, C) movie: the frames, temporal means of 3/5/7 frames centred on each frame
-    (cut at the ends), the mean of 3 plus a Gaussian blur (``denoise_eval.BLUR_SIGMA``) and ``tri5_blur``
-    (``tri5_blur_movie``)."""
-    count = len(data)
-    out = {"levelled": np.asarray(data, np.float32)}
-    for n in (3, 5, 7):
-        out[f"mean{n}"] = np.stack([denoise_eval.temporal_mean(data, t, n) for t in range(count)])
-    out["mean3_blur"] = np.stack([denoise_eval.gaussian_blur(f) for f in out["mean3"]])
-    out["tri5_blur"] = tri5_blur_movie(data)
-    return out
+    """Every baseline of ``denoise_eval.BASELINE_TABLE`` on a normalised (T, H, W, C) movie, each frame estimated
+    from the movie around it (``denoise_eval.estimate``), by ``bench_key``."""
+    return {bench_key(m): denoise_eval.estimate_movie(data, m) for m in denoise_eval.BASELINE_TABLE}
 
 
 def n2n_of(data: np.ndarray, blank: Sequence[int], sub_estimates: np.ndarray) -> Optional[float]:
@@ -254,8 +237,13 @@ def to_scale(frames01: np.ndarray, norm: Normalisation, ref_norm: Normalisation)
 
 
 def best_mean(scores: Dict[str, float]) -> str:
-    """The best of mean3/mean5/mean7 by a score (higher is better)."""
-    return max(("mean3", "mean5", "mean7"), key=lambda m: scores[m])
+    """The best of ``denoise_eval.TEMPORAL_MEANS`` (mean3/mean5/mean7) by a score (higher is better)."""
+    return max(denoise_eval.TEMPORAL_MEANS, key=lambda m: scores[m])
+
+
+def all_means(scores: Dict[str, float]) -> str:
+    """The line listing every temporal mean's score."""
+    return "all means: " + ", ".join(f"{m} {scores[m]:.2f} dB" for m in denoise_eval.TEMPORAL_MEANS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,7 +257,7 @@ class Denoiser:
     path: str
     loaded: Tuple[torch.nn.Module, dict]  # (model, config)
     args: argparse.Namespace
-    settings: tester.DenoiseSettings
+    settings: denoise_job.DenoiseSettings
 
 
 MODEL_ROWS = (("single", "single-frame model (--single-model)", "--single-model"),
@@ -290,9 +278,9 @@ def load_model(args: argparse.Namespace):
     """(loaded (model, config), DenoiseSettings) of the tester for ``args.model`` (grey data)."""
     from inference import prepare_model
 
-    tester.check_denoise_model(args.model)
-    settings = tester.denoise_settings(args)
-    model, config = tester.load_denoiser(args, 1)
+    denoise_job.check_denoise_model(args.model, tester.DEFAULT_DENOISE_WEIGHTS)
+    settings = denoise_job.denoise_settings(args)
+    model, config = denoise_job.load_denoiser(args, 1)
     return (prepare_model(model, torch.device("cpu")), config), settings
 
 
@@ -312,7 +300,7 @@ def describe_denoiser(name: str, den: Denoiser) -> str:
 
 def model_output(data: np.ndarray, blank: List[int], loaded, args, settings, desc: str) -> np.ndarray:
     """The tester's denoised movie (clipped to [0, 1]) of a normalised (T, H, W, 1) movie."""
-    return tester._denoise_array(data, blank, loaded, args, settings, torch.device("cpu"), desc)
+    return denoise_job.denoise_array(data, blank, loaded, args, settings, torch.device("cpu"), desc)
 
 
 def denoise_with(den: Denoiser, data: np.ndarray, blank: List[int], desc: str) -> np.ndarray:
@@ -336,11 +324,14 @@ def mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
 
 
 def quality_rows(best: str) -> List[Tuple[str, str]]:
-    """(label, key) of the rows of both quality tables, in order."""
-    return [("raw input (no levelling)", "raw"), ("row levelling only", "levelled"),
-            (f"temporal mean, best of 3/5/7: {best[4:]}", best), ("mean of 3 + Gaussian blur 1 px", "mean3_blur"),
-            ("triangular mean of 5 + Gaussian blur 0.5 px", "tri5_blur")] + [(label, key) for key, label, _ in
-                                                                              MODEL_ROWS]
+    """(label, key) of the rows of both quality tables, in order: the input, then every baseline of
+    ``denoise_eval.BASELINE_TABLE`` (the temporal means as one row, the best of them), then the models."""
+    sizes = "/".join(m[4:] for m in denoise_eval.TEMPORAL_MEANS)
+    rows = [("raw input (no levelling)", "raw"), ("row levelling only", "levelled"),
+            (f"temporal mean, best of {sizes}: {best[4:]}", best)]
+    rows += [(baseline.label, m) for m, baseline in denoise_eval.BASELINE_TABLE.items()
+             if m != "raw" and m not in denoise_eval.TEMPORAL_MEANS]
+    return rows + [(label, key) for key, label, _ in MODEL_ROWS]
 
 
 def synthetic_table(sequences, models: Dict[str, Denoiser]) -> List[str]:
@@ -355,8 +346,9 @@ def synthetic_table(sequences, models: Dict[str, Denoiser]) -> List[str]:
         estimates = {"raw": ref_norm.forward(noisy[..., None].astype(np.float32))}
         estimates.update({m: to_scale(v, norm, ref_norm) for m, v in baseline_outputs(data).items()})
         scores = denoise_eval.no_reference_scores(data, blank)["n2n_psnr"]
-        n2n[name] = {("levelled" if m == "raw" else m): v for m, v in scores.items()}
-        n2n[name]["tri5_blur"] = n2n_of(data, blank, tri5_blur_movie(sub, sub_blank))
+        n2n[name] = {bench_key(m): v for m, v in scores.items()}
+        for m in extra_baselines():
+            n2n[name][m] = n2n_of(data, blank, denoise_eval.estimate_movie(sub, m, sub_blank))
         for key, den in models.items():
             out = denoise_with(den, data, blank, f"{name} ({key})")
             estimates[key] = to_scale(out, norm, ref_norm)
@@ -379,7 +371,7 @@ def synthetic_table(sequences, models: Dict[str, Denoiser]) -> List[str]:
         lines.append(f"| {label} | {mean_psnr[key]:.2f} | {mean_psnr[key] - base:+.2f} | {mean_ssim[key]:.4f} | "
                      f"{proxy} | " + " | ".join(f"{per_seq[n][key][0]:.2f}" for n in names) + " |")
     lines.append("")
-    lines.append("all means: " + ", ".join(f"{m} {mean_psnr[m]:.2f} dB" for m in ("mean3", "mean5", "mean7")))
+    lines.append(all_means(mean_psnr))
     return lines
 
 
@@ -392,7 +384,7 @@ def real_table(args, settings, models: Dict[str, Denoiser], real_frames: int,
     """Markdown rows of the real movie: the tester's no-reference n2n PSNR and the fork's SSIM to the cleanest
     frame. The movie is prepared with ``args`` and ``settings``; each of ``models`` runs with its own. With ``image``
     the side-by-side PNG of two frames is written there (``write_side_by_side``)."""
-    movie, data, norm, blank = tester.prepare_movie(args.input, args, settings)
+    movie, data, norm, blank = denoise_job.prepare_movie(args.input, args, settings)
     raw_units = np.asarray(movie.frames, np.float64)
     if real_frames and real_frames < len(data):
         data, raw_units = data[:real_frames], raw_units[:real_frames]
@@ -401,9 +393,10 @@ def real_table(args, settings, models: Dict[str, Denoiser], real_frames: int,
     raw_sub = norm.forward(raw_units[0::2]).astype(np.float32)  # not levelled, on the levelled movie's scale
     n2n = denoise_eval.no_reference_scores(data, blank)
     ssim = denoise_eval.ssim_to_cleanest(data, blank)["ssim"]
-    scores = {"levelled" if m == "raw" else m: v for m, v in n2n["n2n_psnr"].items()}
-    ssims = {"levelled" if m == "raw" else m: v for m, v in ssim.items()}
-    subs = {"raw": raw_sub, "tri5_blur": tri5_blur_movie(sub, sub_blank)}
+    scores = {bench_key(m): v for m, v in n2n["n2n_psnr"].items()}
+    ssims = {bench_key(m): v for m, v in ssim.items()}
+    subs = {"raw": raw_sub}
+    subs.update({m: denoise_eval.estimate_movie(sub, m, sub_blank) for m in extra_baselines()})
     for key, den in models.items():
         subs[key] = denoise_with(den, sub, sub_blank, f"real movie ({key}, n2n)")
     for key, estimates in subs.items():
@@ -425,7 +418,7 @@ def real_table(args, settings, models: Dict[str, Denoiser], real_frames: int,
             lines.append(f"| {label} | {scores[key]:.2f} | {scores[key] - scores['levelled']:+.2f} | "
                          f"{ssims[key]:.4f} |")
     lines.append("")
-    lines.append("all means: " + ", ".join(f"{m} {scores[m]:.2f} dB" for m in ("mean3", "mean5", "mean7")))
+    lines.append(all_means(scores))
     if image:
         ks = image_frames(len(sub), sub_blank)
         rows = []
@@ -625,7 +618,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     # the real movie is prepared as the tester prepares it for --model (else --single-model)
     first = models.get("model") or models.get("single")
     targs = first.args if first else tester_args(None, movie, args.precision)
-    settings = first.settings if first else tester.DenoiseSettings()
+    settings = first.settings if first else denoise_job.DenoiseSettings()
 
     sequences = make_sequences(topographs, args.frames, args.size, args.seed)
     quality_precision = hardware.resolve_precision(args.precision, "cpu")

@@ -65,24 +65,24 @@ def test_baselines_and_scores(bench):
 
 
 def test_tri_weighted_mean_by_hand(bench):
-    import denoise_eval
+    from denoise_eval import estimate_movie, gaussian_blur, tri_weighted_mean
 
     rng = np.random.default_rng(3)
     sub = rng.uniform(0, 1, size=(5, 6, 6, 1)).astype(np.float32)
     f = sub.astype(np.float64)
     # an end frame: frames 0, 1, 2 with weights 3, 2, 1
-    np.testing.assert_allclose(bench.tri_weighted_mean(sub, 0), (3 * f[0] + 2 * f[1] + f[2]) / 6, rtol=1e-6)
+    np.testing.assert_allclose(tri_weighted_mean(sub, 0), (3 * f[0] + 2 * f[1] + f[2]) / 6, rtol=1e-6)
     # the middle frame with a blank neighbour (1): weights 1, 3, 2, 1 of frames 0, 2, 3, 4
-    np.testing.assert_allclose(bench.tri_weighted_mean(sub, 2, blank=[1]), (f[0] + 3 * f[2] + 2 * f[3] + f[4]) / 7,
+    np.testing.assert_allclose(tri_weighted_mean(sub, 2, blank=[1]), (f[0] + 3 * f[2] + 2 * f[3] + f[4]) / 7,
                                rtol=1e-6)
     # a blank frame keeps itself: frames 0, 1, 2, 3 with weights 2, 3, 2, 1
-    np.testing.assert_allclose(bench.tri_weighted_mean(sub, 1, blank=[1]), (2 * f[0] + 3 * f[1] + 2 * f[2] + f[3]) / 8,
+    np.testing.assert_allclose(tri_weighted_mean(sub, 1, blank=[1]), (2 * f[0] + 3 * f[1] + 2 * f[2] + f[3]) / 8,
                                rtol=1e-6)
     # the last frame, next to a blank one (3): frames 2 and 4 with weights 1 and 3
-    np.testing.assert_allclose(bench.tri_weighted_mean(sub, 4, blank=[3]), (f[2] + 3 * f[4]) / 4, rtol=1e-6)
-    movie = bench.tri5_blur_movie(sub, blank=[1])
+    np.testing.assert_allclose(tri_weighted_mean(sub, 4, blank=[3]), (f[2] + 3 * f[4]) / 4, rtol=1e-6)
+    movie = estimate_movie(sub, "tri5_blur", blank=[1])
     assert movie.shape == sub.shape and movie.dtype == np.float32
-    np.testing.assert_allclose(movie[2], denoise_eval.gaussian_blur(bench.tri_weighted_mean(sub, 2, [1]), sigma=0.5),
+    np.testing.assert_allclose(movie[2], gaussian_blur(tri_weighted_mean(sub, 2, [1]), sigma=0.5),
                                rtol=1e-6)
 
 

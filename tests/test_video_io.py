@@ -1,14 +1,20 @@
 """video_io: frames and videos in RGB uint8, clear errors, atomic writes."""
 
 import os
+import struct
+from fractions import Fraction
 
+import av
 import cv2
 import numpy as np
 import pytest
 from conftest import moving_frames
 
+import video_io
 from video_io import (
     VideoError,
+    find_video_sources,
+    is_video_file,
     iter_video,
     list_frames,
     load_rgb,
@@ -118,3 +124,106 @@ def test_unreadable_video_names_the_file(tmp_path):
         list(iter_video(str(bad)))
     with pytest.raises(VideoError, match="nothere.avi"):
         read_video(str(tmp_path / "nothere.avi"))
+
+
+# ------------------------------------------------------------------------ containers, damage, counts (matrix 2)
+
+
+def _encode(path, fmt=None, codec="libx264", n=6, size=(48, 32), rate=10, times=None, gop=None, options=None):
+    """A small clip written by PyAV (single-threaded x264, no B-frames: the same bytes on every machine)."""
+    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"threads": "1", "bframes": "0"}
+        if gop:
+            stream.codec_context.gop_size = gop
+        if times is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for k, frame in enumerate(moving_frames(n, size[1], size[0])):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if times is not None:
+                video_frame.pts, video_frame.time_base = int(times[k] * 1000), Fraction(1, 1000)
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def _packets(path):
+    """(byte offset, size) of each video packet."""
+    with av.open(str(path)) as container:
+        return [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+
+
+@pytest.mark.parametrize("ext, fmt, codec", [(".ts", "mpegts", "libx264"), (".mts", "mpegts", "libx264"),
+                                             (".m2ts", "mpegts", "libx264"), (".3gp", "3gp", "libx264"),
+                                             (".ogv", "ogg", "libvpx")])
+def test_camcorder_phone_and_ogg_containers_are_read(tmp_path, ext, fmt, codec):
+    path = _encode(tmp_path / ("clip" + ext), fmt, codec)
+    assert is_video_file(str(path)) and is_video_file(str(path).upper())
+    assert find_video_sources(str(tmp_path)) == [str(path)]
+    frames = list(iter_video(str(path)))
+    assert len(frames) == 6 and frames[0].shape == (32, 48, 3)
+    assert np.abs(frames[3].astype(int) - moving_frames(6, 32, 48)[3].astype(int)).mean() < 20
+    info = video_info(str(path))
+    assert info["frame_count"] == 6 and info["fps"] == pytest.approx(10.0)
+    with pytest.raises(VideoError, match=f"{ext} is not a container this program writes"):
+        write_video(str(tmp_path / ("out" + ext)), frames, 10)
+
+
+def test_one_table_row_is_all_a_new_container_needs(tmp_path, monkeypatch):
+    monkeypatch.setitem(video_io.CONTAINERS, ".vid", video_io.Container("matroska"))
+    path = tmp_path / "clip.vid"
+    assert write_video(str(path), moving_frames(3, 32, 48), 10) == 3
+    assert is_video_file(str(path)) and find_video_sources(str(path)) == [str(path)]
+    assert len(list(iter_video(str(path)))) == 3 and video_info(str(path))["frame_count"] == 3
+    with open(path, "rb") as f:
+        assert f.read(4) == b"\x1a\x45\xdf\xa3"  # EBML: written by the row's muxer (matroska)
+
+
+def test_damaged_packets_are_skipped_and_the_lost_frames_reported(tmp_path):
+    clean = _encode(tmp_path / "clean.mp4", n=20, gop=4)
+    data = bytearray(clean.read_bytes())
+    for pos, _ in (_packets(clean)[k] for k in (7, 12)):  # two P-frames: their NAL length becomes garbage
+        data[pos:pos + 8] = b"\xff" * 8
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    messages = []
+    frames = list(iter_video(str(damaged), log=messages.append))
+    assert len(frames) == 18  # every frame but the two damaged ones (the whole movie stopped at frame 5 before)
+    assert messages == [f"{damaged}: decoding skipped 2 damaged packet(s) and went on; 2 frame(s) lost"]
+    with pytest.warns(UserWarning, match="2 frame\\(s\\) lost"):  # without a log: a warning
+        assert len(list(iter_video(str(damaged)))) == 18
+
+
+def test_a_cut_file_keeps_every_complete_frame(tmp_path):
+    clean = _encode(tmp_path / "clean.mp4", n=20, gop=4, options={"movflags": "+faststart"})  # index first
+    pos, size = _packets(clean)[12]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clean.read_bytes()[: pos + size // 2])  # packets 0-11 whole, packet 12 cut in half
+    messages = []
+    frames = list(iter_video(str(cut), log=messages.append))
+    assert len(frames) == 12 and video_info(str(cut))["frame_count"] == 20  # the index still says 20
+    assert messages == [f"{cut}: decoding skipped 1 damaged packet(s) and went on; 8 frame(s) lost"]
+
+
+def test_low_rate_and_wrong_durations_count_the_real_frames(tmp_path):
+    slow = _encode(tmp_path / "slow.mkv", fmt="matroska", n=6, rate=25, times=range(6))  # 1 frame/s, 25 declared
+    info = video_info(str(slow))
+    assert info["frame_count"] == 6  # not duration x rate = 126 (a false "truncated or damaged" warning)
+    data = bytearray(slow.read_bytes())
+    struct.pack_into(">d", data, data.find(b"\x44\x89") + 3, 4e12)  # Duration: 4e9 s, about 1e11 frames
+    giant = tmp_path / "giant.mkv"
+    giant.write_bytes(bytes(data))
+    assert video_info(str(giant))["frame_count"] == 6
+
+
+def test_codec_size_is_checked_before_any_work():
+    video_io.check_codec_size("h265", 64, 64)
+    video_io.check_codec_size("h264", 16, 8)
+    video_io.check_codec_size("ffv1", 1, 1)
+    with pytest.raises(VideoError, match="--codec h265 needs frames of at least 64x64 px .* got 96x48"):
+        video_io.check_codec_size("h265", 96, 48)
