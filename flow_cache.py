@@ -16,16 +16,18 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 import atomic
+from video_io import frame_file
 
 CACHE_VERSION = "c2f-rbpn-v1"  # bump when the flow parameters or storage format change
 
 
 def cache_key(frame_paths: Sequence[str], extra: str) -> str:
-    """A stable name for the flows of one sequence: frame paths, their size and mtime, and the degradation."""
+    """A stable name for the flows of one sequence: frame paths, the size and mtime of the files they read (a page of
+    a TIFF stack: the stack file), and the degradation."""
     parts = [CACHE_VERSION, extra]
     for path in frame_paths:
         try:
-            st = os.stat(path)
+            st = os.stat(frame_file(path))
             parts.append(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}")
         except OSError:
             parts.append(f"{os.path.abspath(path)}:missing")

@@ -11,6 +11,7 @@ from PIL import Image
 
 import dataset
 import flow_cache
+import video_io
 from data import get_test_set, get_training_set
 from dataset import (
     DataError,
@@ -239,3 +240,16 @@ def test_error_in_dataloader_worker_keeps_one_line_message(tmp_path, fake_flows)
         list(loader)
     msg = str(info.value)
     assert "0002/im5.png" in msg and "\n" not in msg and "Traceback" not in msg
+
+
+def test_flow_cache_key_of_a_stack_page_follows_the_stack_file(tmp_path):
+    """A page of a TIFF stack has no file of its own: its key changes when the stack file is rewritten."""
+    import tifffile
+
+    stack = tmp_path / "s.tif"
+    tifffile.imwrite(str(stack), np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
+    pages = video_io.list_frames(str(tmp_path))
+    assert len(pages) == 3
+    before = flow_cache.cache_key(pages, "x")
+    tifffile.imwrite(str(stack), np.ones((3, 8, 9), np.uint8), photometric="minisblack")
+    assert flow_cache.cache_key(pages, "x") != before
