@@ -64,6 +64,90 @@ def check_mode(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Devices
+
+DEVICE_CHOICES = "cpu, cuda, cuda:N or auto"
+_warned_unused_flow_device = set()
+
+
+def parse_device(text: str, option: str):
+    """``text`` as a ``torch.device`` of type cpu or cuda; one line naming ``option`` for anything else."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"unknown {option} {text!r}; use {DEVICE_CHOICES}") from exc
+    if device.type not in ("cpu", "cuda") or (device.index is not None and device.index < 0):
+        raise UserError(f"unknown {option} {text!r}; use {DEVICE_CHOICES}")
+    return device
+
+
+def check_cuda_device(device, option: str, fix: str) -> None:
+    """A CUDA ``device`` must exist: one line naming ``option`` and saying ``fix`` when it does not."""
+    import torch
+
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise UserError(f"{option} {device} asks for CUDA but no CUDA GPU is available; {fix}")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{option} {device} does not exist: {torch.cuda.device_count()} CUDA device(s) visible; "
+                        f"{fix}")
+
+
+def resolve_train_device(device: Optional[str], gpu_mode: bool, world_size: int = 1):
+    """The trainer's ``torch.device`` for ``--device`` and ``--gpu_mode``: ``--device`` wins; auto (or None) is the
+    original's rule, CUDA when ``gpu_mode`` and a GPU is available, else the CPU. ``cuda`` without an index stays
+    without one (each torchrun process then takes cuda:LOCAL_RANK); ``cuda:N`` is for a single process."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if gpu_mode and torch.cuda.is_available() else "cpu")
+    dev = parse_device(device, "--device")
+    if dev.index is not None and world_size > 1:
+        raise UserError(f"--device {device} picks one GPU, but under torchrun each process takes cuda:LOCAL_RANK; "
+                        "use --device cuda (or auto)")
+    check_cuda_device(dev, "--device", "use --device cpu (or auto)")
+    return dev
+
+
+def flow_backend_for(backend: str, model_device) -> str:
+    """``--flow_backend`` made concrete: auto is torch when the model runs on CUDA (the C++ flow would be the
+    bottleneck there), else cpp, the exact C++ pyflow."""
+    import torch
+
+    if backend not in ("auto", "cpp", "torch"):
+        raise UserError(f"unknown --flow_backend {backend!r}; use auto, cpp or torch")
+    if backend == "auto":
+        return "torch" if torch.device(model_device).type == "cuda" else "cpp"
+    return backend
+
+
+def resolve_flow_device(flow_device: Optional[str], backend: str, model_device):
+    """The ``torch.device`` of the torch optical flow for ``--flow_device`` (None, '' or 'auto': the model's device).
+
+    ``backend`` is ``--flow_backend`` (auto: torch when ``model_device`` is CUDA, else cpp). The C++ flow never uses
+    the device: a ``--flow_device`` other than auto/cpu then warns once and the model's device is returned. A CUDA
+    flow device without a GPU is refused with a line that names ``--flow_device``.
+    """
+    import torch
+
+    model_device = torch.device(model_device)
+    if flow_device in (None, "", "auto"):
+        return model_device
+    device = parse_device(flow_device, "--flow_device")
+    if flow_backend_for(backend, model_device) == "cpp":
+        if device.type != "cpu" and flow_device not in _warned_unused_flow_device:
+            _warned_unused_flow_device.add(flow_device)
+            logger.warning(f"--flow_device {flow_device} is not used: the C++ flow (--flow_backend cpp, or auto "
+                           "with the model on the CPU) runs on the CPU; leave --flow_device out")
+        return model_device
+    check_cuda_device(device, "--flow_device", "use --flow_device cpu (or auto)")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Folders
 
 

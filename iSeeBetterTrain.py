@@ -72,7 +72,7 @@ def add_original_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--nEpochs", type=int, default=150, help="number of the last epoch")
     g.add_argument("--snapshots", type=int, default=1, help="save checkpoints every N epochs (and after the last)")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of G and D")
-    add_bool(g, "gpu_mode", True, "use CUDA when available")
+    add_bool(g, "gpu_mode", True, "use CUDA when available (a --device other than auto wins)")
     g.add_argument("--threads", type=int, default=8, help="DataLoader worker processes")
     g.add_argument("--seed", type=int, default=123, help="random seed (weights init, sampling, augmentation)")
     g.add_argument("--gpus", type=int, default=8, help="GPUs for --useDataParallel (use torchrun for DDP instead)")
@@ -131,7 +131,9 @@ def add_data_options(g: argparse._ArgumentGroup) -> None:
                    help="training flows: cpp (exact C++ pyflow in the DataLoader, --flow_cache applies), torch "
                         "(pyflow.torch_flow on --flow_device for the whole augmented batch inside the step) or auto "
                         "(torch when training on CUDA); super-resolution only")
-    g.add_argument("--flow_device", default=None, help="device of the torch flow (default: the training device)")
+    g.add_argument("--flow_device", default=None,
+                   help="device of the torch flow: cpu, cuda, cuda:N or auto (default: the training device); unused "
+                        "by the cpp flow")
 
 
 def add_denoise_options(g: argparse._ArgumentGroup) -> None:
@@ -149,6 +151,8 @@ def add_denoise_options(g: argparse._ArgumentGroup) -> None:
     add_bool(g, "warping", False, "warp each neighbour onto the input with its optical flow before the network")
     g.add_argument("--flows", choices=FLOW_METHODS, default="pyflow", help="optical flow: pyflow, or zero flows")
     g.add_argument("--channel", default=None, help=".asd channel to train on, by name or index (default: the first)")
+    g.add_argument("--keep_truncated", action="store_true",
+                   help="an .asd file cut short: keep its complete frames instead of refusing it")
     add_bool(g, "level", True, "subtract each scan line's median before normalising (SPM line levelling)")
     g.add_argument("--temporal_bin", type=int, nargs="+", default=[1], metavar="K",
                    help="also train on each movie binned in time by K (the mean of K consecutive scans: noise / "
@@ -174,9 +178,13 @@ def add_run_options(g: argparse._ArgumentGroup) -> None:
                    help="continue from a training state (without PATH: the newest in --save_folder)")
     g.add_argument("--keep_last", type=int, default=2, help="training states to keep, 0 = all")
     g.add_argument("--lr_step", type=float, default=0,
-                   help="divide G's lr after epochs where (epoch+1) %% lr_step == 0 (0: nEpochs/2, as the original)")
+                   help="decay G's lr after epochs where (epoch+1) %% lr_step == 0 (0: nEpochs/2, as the original, "
+                        "and no decay when --nEpochs is under 10)")
     g.add_argument("--lr_gamma", type=float, default=0.1, help="lr decay factor")
     g.add_argument("--lr_decay_d", action="store_true", help="decay D's lr too (the original never does)")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA when available and --gpu_mode is on, else CPU), cpu, cuda or cuda:N; wins over "
+                        "--gpu_mode; under torchrun, cuda is each process's cuda:LOCAL_RANK")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast precision; auto: bf16 where the CPU/GPU has native bf16, else fp32")
     g.add_argument("--grad_checkpoint", action="store_true", help="activation checkpointing in G (less memory)")
@@ -245,6 +253,8 @@ def train(args: argparse.Namespace, dist: DistInfo) -> int:
             if main:
                 logger.info(f"nothing to do: the checkpoint is at epoch {start_epoch - 1}, --nEpochs {args.nEpochs}")
             return 0
+        if main:
+            logger.info(train_epochs.schedule_line(args, trainer.optG.param_groups[0]["lr"], start_epoch))
 
         # The training set and loader, the evaluation set.
         train_set = train_data.build_train_set(args, config, movies)
@@ -257,8 +267,8 @@ def train(args: argparse.Namespace, dist: DistInfo) -> int:
         label = train_data.metric_label(args, config)
         if main:
             train_data.log_data(train_set, loader, eval_loader)
-        if eval_loader is not None and args.denoise:
-            train_data.log_denoise_validation(args, eval_loader, dist, label.split()[0])
+        if eval_loader is not None:
+            log_baselines(args, eval_loader, dist, config, label, run_log)
 
         # Each epoch: train, save, validate, keep the best generator, log.
         for epoch in range(start_epoch, args.nEpochs + 1):
@@ -282,6 +292,24 @@ def train(args: argparse.Namespace, dist: DistInfo) -> int:
         return 0
     finally:
         run_log.close()
+
+
+def log_baselines(args: argparse.Namespace, eval_loader, dist: DistInfo, config: dict, label: str,
+                  run_log: logger.RunLogger) -> None:
+    """Before the first epoch: what ``--denoise`` validation measures, and the validation baseline (bicubic or
+    temporal mean), logged once and kept in the run's metrics and curves. The baselines only inform: one that cannot
+    be scored is a warning, and the first validation, after the first epoch is saved, reports the problem."""
+    import train_data
+
+    try:
+        if args.denoise:
+            train_data.log_denoise_validation(args, eval_loader, dist, label.split()[0])
+        baseline = train_data.log_validation_baseline(args, eval_loader, dist, config, label)
+    except UserError as exc:
+        logger.warning(f"validation baseline not scored: {exc}")
+        return
+    if baseline:
+        run_log.set_baseline(baseline[0], baseline[1]["val_psnr"], baseline[1]["val_ssim"])
 
 
 def check_folders(args: argparse.Namespace, log_dir: str, main: bool) -> None:
@@ -311,9 +339,10 @@ def log_start(args: argparse.Namespace, dist: DistInfo, log_dir: str, adopted: L
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logger.initLogger(args.debug)
+    import train_setup
     import training
 
-    dist = training.setup_distributed(args.gpu_mode, args.dist_backend)
+    dist = train_setup.setup_device(args)
     args.precision = training.resolve_precision(args.precision, dist.device)
     if args.precision == "fp16" and dist.device.type == "cpu":
         logger.warning("fp16 autocast on CPU runs without a GradScaler; bf16 is the safer CPU choice")

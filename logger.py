@@ -3,7 +3,7 @@
 ``initLogger``/``info``/``debug``/``warning``/``errorOut`` keep the original iSeeBetter names and formats.
 ``RunLogger`` adds what a training run needs: a ``train.log`` file, per-epoch metrics as ``metrics.csv`` and
 ``metrics.jsonl`` (rewritten atomically, resumable), TensorBoard scalars when ``tensorboard`` is installed, and a
-loss/PSNR curve ``curves.png`` refreshed after every epoch.
+loss/PSNR curve ``curves.png`` (with the validation baseline dashed) refreshed after every epoch.
 """
 
 import csv
@@ -105,6 +105,7 @@ class RunLogger:
         self.enabled = enabled
         self.plot = plot
         self.records: List[Dict] = []
+        self.baseline: Dict = {}
         self._file_handler: Optional[logging.Handler] = None
         self._tb = None
         if not enabled:
@@ -157,11 +158,17 @@ class RunLogger:
             writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
         atomic.write_text(self.csv_path, buf.getvalue())
 
+    def set_baseline(self, name: str, psnr: float, ssim: Optional[float] = None) -> None:
+        """The validation baseline (``name``: "bicubic", "temporal mean"), written in every following epoch's record
+        (``baseline``, ``baseline_psnr``, ``baseline_ssim``) and drawn as a dashed line on the PSNR curve."""
+        self.baseline = {"baseline": name, "baseline_psnr": psnr, "baseline_ssim": ssim}
+
     def log_epoch(self, record: Dict) -> None:
         """Add one epoch's metrics (a flat dict with an ``epoch`` key) to every output and redraw the curves."""
         if not self.enabled:
             return
-        self.records = [r for r in self.records if r.get("epoch") != record.get("epoch")] + [dict(record)]
+        record = dict(record, **self.baseline)
+        self.records = [r for r in self.records if r.get("epoch") != record.get("epoch")] + [record]
         self._write_tables()
         if self._tb is not None:
             for key, value in record.items():
@@ -194,12 +201,7 @@ class RunLogger:
         ax_loss.set_ylabel("training loss")
         if ax_loss.get_legend_handles_labels()[0]:
             ax_loss.legend()
-        points = [(e, r["val_psnr"]) for e, r in zip(epochs, self.records) if r.get("val_psnr") is not None]
-        if points:
-            ax_psnr.plot(*zip(*points), marker="o", color="tab:green", label="val Y-PSNR")
-            ax_psnr.legend()
-        else:
-            ax_psnr.text(0.5, 0.5, "no validation set", ha="center", va="center", transform=ax_psnr.transAxes)
+        self._draw_psnr(ax_psnr, epochs)
         ax_psnr.set_xlabel("epoch")
         for ax in (ax_loss, ax_psnr):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -210,6 +212,20 @@ class RunLogger:
                 fig.savefig(tmp, dpi=80)
         finally:
             plt.close(fig)
+
+    def _draw_psnr(self, ax, epochs: List[int]) -> None:
+        """The validation PSNR per epoch, and the latest baseline as a horizontal dashed line."""
+        points = [(e, r["val_psnr"]) for e, r in zip(epochs, self.records) if r.get("val_psnr") is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", color="tab:green", label="val Y-PSNR")
+        baselines = [r for r in self.records if r.get("baseline_psnr") is not None]
+        if baselines and math.isfinite(baselines[-1]["baseline_psnr"]):
+            name, value = baselines[-1].get("baseline", "baseline"), baselines[-1]["baseline_psnr"]
+            ax.axhline(value, linestyle="--", color="tab:gray", label=f"{name} {value:.2f} dB")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no validation set", ha="center", va="center", transform=ax.transAxes)
 
     def close(self) -> None:
         if self._file_handler is not None:

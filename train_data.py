@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Dict, List, Optional
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ import dataset
 import logger
 import training
 from checks import check_eval_frames, check_vgg_size, gan_drop_last
+from denoise_data import mean_base
 from denoise_movies import PreparedMovie, augmented_movies, build_denoise_set, check_movie_channels, read_movies
 from errors import UserError
 
@@ -112,28 +114,85 @@ def metric_label(args: argparse.Namespace, config: Dict) -> str:
     return f"{name} vs the {args.target} target" if args.denoise else name
 
 
+class RawInput(nn.Module):
+    """The do-nothing denoiser: the input frame as it is."""
+
+    def forward(self, x, neighbours, flows):
+        return x
+
+
+class ZeroOutput(nn.Module):
+    """An output of zeros at ``scale`` times the input's size: with a residual upscale (SR) or base (``--denoise``)
+    added, validation scores that upscale or base alone."""
+
+    def __init__(self, scale: int = 1) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x, neighbours, flows):
+        return x.new_zeros(x.shape[0], x.shape[1], x.shape[2] * self.scale, x.shape[3] * self.scale)
+
+
+class TemporalMean(nn.Module):
+    """The mean of the frames the network sees (the input and its neighbours), as ``--residual_base mean``."""
+
+    def forward(self, x, neighbours, flows):
+        return mean_base(x, neighbours)
+
+
+@contextmanager
+def flows_skipped(eval_loader, skip: bool = True) -> Iterator[None]:
+    """Zero flows in the evaluation set while a baseline that does not use them is scored (no pyflow work)."""
+    eval_set = eval_loader.dataset
+    eval_set = eval_set.dataset if isinstance(eval_set, torch.utils.data.Subset) else eval_set
+    before = getattr(eval_set, "skip_flows", False)
+    eval_set.skip_flows = skip or before
+    try:
+        yield
+    finally:
+        eval_set.skip_flows = before
+
+
 def log_denoise_validation(args: argparse.Namespace, eval_loader, dist: training.DistInfo, psnr: str) -> None:
     """Say what ``--denoise`` validation measures, and log the do-nothing baseline: the raw input frame scored
     against the same targets (a denoiser that helps scores above it). ``psnr`` names the PSNR (PSNR / Y-PSNR)."""
-
-    class RawInput(nn.Module):
-        def forward(self, x, neighbours, flows):
-            return x
-
-    class ZeroCorrection(nn.Module):
-        def forward(self, x, neighbours, flows):
-            return x * 0
-
     logger.info(f"validation (--denoise): {psnr}/SSIM on the [0, 1] scale against the --target {args.target} "
                 f"target, {TARGET_MEANING[args.target]}")
-    scores = training.validate(RawInput(), eval_loader, dist.device, 1, "fp32", None, args.eval_max_frames,
-                               args.channels_last, denoise=True)
+    with flows_skipped(eval_loader):  # the targets keep their alignment flows; the input needs none
+        scores = training.validate(RawInput(), eval_loader, dist.device, 1, "fp32", None, args.eval_max_frames,
+                                   args.channels_last, denoise=True)
     if scores:
         logger.info(f"validation baseline, the raw input frame against the same targets: {psnr} "
                     f"{scores['val_psnr']:.3f} dB, SSIM {scores['val_ssim']:.4f}")
-    if args.residual and args.residual_base == "mean":
-        scores = training.validate(ZeroCorrection(), eval_loader, dist.device, 1, "fp32", "mean",
-                                   args.eval_max_frames, args.channels_last, denoise=True)
-        if scores:
-            logger.info(f"validation baseline, the plain mean of the frames G sees (G's start): {psnr} "
-                        f"{scores['val_psnr']:.3f} dB, SSIM {scores['val_ssim']:.4f}")
+
+
+def validation_baseline(args: argparse.Namespace, eval_loader, dist: training.DistInfo, config: Dict
+                        ) -> Tuple[str, Dict[str, float]]:
+    """(name, scores) of the baseline a trained G must beat, scored by ``training.validate`` like G: the bicubic
+    upscale of the LR input (``--eval_degradation``'s method) for super-resolution; with ``--denoise`` the temporal
+    mean of the frames the network sees (warped with ``--warping``)."""
+    if args.denoise:
+        name, model, scale, residual = "temporal mean", TemporalMean(), 1, None
+    else:
+        scale = config["scale_factor"]
+        name, model, residual = "bicubic", ZeroOutput(scale), args.eval_degradation
+    with flows_skipped(eval_loader, skip=not (args.denoise and args.warping)):
+        scores = training.validate(model, eval_loader, dist.device, scale, "fp32", residual, args.eval_max_frames,
+                                   args.channels_last, denoise=args.denoise)
+    return name, scores
+
+
+def log_validation_baseline(args: argparse.Namespace, eval_loader, dist: training.DistInfo, config: Dict,
+                            label: str) -> Optional[Tuple[str, Dict[str, float]]]:
+    """Score ``validation_baseline`` once and log it, e.g. "baseline (bicubic): 27.100 dB Y-PSNR, SSIM 0.8000";
+    returns (name, scores), None when nothing was scored."""
+    name, scores = validation_baseline(args, eval_loader, dist, config)
+    if not scores:
+        return None
+    line = f"baseline ({name}): {scores['val_psnr']:.3f} dB {label}, SSIM {scores['val_ssim']:.4f}"
+    if args.denoise:
+        line += ", the plain mean of the frames G sees"
+        if args.residual and args.residual_base == "mean":
+            line += " (G's start with --residual_base mean)"
+    logger.info(line)
+    return name, scores

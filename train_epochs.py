@@ -5,19 +5,57 @@ the best generator, and the epoch's log line.
 from __future__ import annotations
 
 import argparse
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import checkpoint
 import logger
 import training
 from denoise_record import best_extra, generator_extra, residual_upscale
 
+# Runs of fewer epochs keep their lr unless --lr_step is given: the original's nEpochs/2 rule would divide it after
+# (almost) every epoch of a short run (after epoch 1 of a 2-epoch run).
+MIN_DECAY_EPOCHS = 10
+
+
+def lr_step(args: argparse.Namespace) -> float:
+    """Epochs between lr decays: ``--lr_step``, else half of ``--nEpochs`` as the original; 0 (no decay) for a run of
+    under ``MIN_DECAY_EPOCHS`` epochs without ``--lr_step``."""
+    if args.lr_step > 0:
+        return args.lr_step
+    return args.nEpochs / 2 if args.nEpochs >= MIN_DECAY_EPOCHS else 0
+
 
 def lr_decay_due(epoch: int, args: argparse.Namespace) -> bool:
-    """Whether G's lr is divided after ``epoch``: when (epoch+1) is a multiple of ``--lr_step`` (default: half of
-    ``--nEpochs``, as the original)."""
-    step = args.lr_step if args.lr_step > 0 else args.nEpochs / 2
-    return (epoch + 1) % step == 0
+    """Whether G's lr is divided after ``epoch``: when (epoch+1) is a multiple of ``lr_step`` (by default half of
+    ``--nEpochs``, as the original: after epochs 74 and 149 of 150)."""
+    step = lr_step(args)
+    return step > 0 and (epoch + 1) % step == 0
+
+
+def decay_epochs(args: argparse.Namespace, start_epoch: int) -> List[int]:
+    """The epochs from ``start_epoch`` to ``--nEpochs`` after which G's lr is decayed."""
+    return [epoch for epoch in range(start_epoch, args.nEpochs + 1) if lr_decay_due(epoch, args)]
+
+
+def schedule_line(args: argparse.Namespace, lr: float, start_epoch: int) -> str:
+    """The lr schedule for the start of the run, e.g. "lr 0.0001, divided by 10 after epochs 74, 149"."""
+    epochs = decay_epochs(args, start_epoch)
+    if not epochs:
+        if lr_step(args) == 0:
+            return (f"lr {lr:g}, constant: runs of under {MIN_DECAY_EPOCHS} epochs keep their lr (--lr_step N "
+                    "decays it after the epochs where (epoch+1) % N == 0)")
+        return f"lr {lr:g}, constant: --lr_step {args.lr_step:g} decays it after no epoch up to {args.nEpochs}"
+    inverse = 1 / args.lr_gamma
+    change = (f"divided by {round(inverse)}" if args.lr_gamma < 1 and abs(inverse - round(inverse)) < 1e-6
+              else f"multiplied by {args.lr_gamma:g}")
+    shown = ", ".join(str(e) for e in epochs)
+    if len(epochs) > 6:
+        shown = ", ".join(str(e) for e in epochs[:3]) + f", ..., {epochs[-1]} ({len(epochs)} decays)"
+    plural = "s" if len(epochs) > 1 else ""
+    line = f"lr {lr:g}, {change} after epoch{plural} {shown}"
+    if args.loss == "gan" and not args.lr_decay_d:
+        line += "; D's lr stays constant (--lr_decay_d decays it too)"
+    return line
 
 
 def train_one_epoch(trainer: training.Trainer, loader, epoch: int, args: argparse.Namespace,

@@ -19,11 +19,29 @@ import logger
 import rbpn
 import training
 from base_networks import scale_to_unit_variance
+from checks import flow_backend_for, resolve_flow_device, resolve_train_device
 from denoise_movies import PreparedMovie, check_movie_channels
 from errors import UserError
-from inference import resolve_flow_backend
 from SRGAN.loss import GeneratorLoss
 from SRGAN.model import Discriminator
+
+# ---------------------------------------------------------------------------------------------------------------
+# The device
+
+
+def setup_device(args: argparse.Namespace) -> training.DistInfo:
+    """Where this process trains (``checks.resolve_train_device``: ``--device``, else ``--gpu_mode``), joined to the
+    torchrun process group when there is one; the torch flow's ``--flow_device`` is checked here too, before any
+    data is read."""
+    device = resolve_train_device(args.device, args.gpu_mode, int(os.environ.get("WORLD_SIZE", "1")))
+    if not (args.denoise and args.flows == "zero"):
+        resolve_flow_device(args.flow_device, args.flow_backend, device)
+    dist = training.setup_distributed(device.type == "cuda", args.dist_backend)
+    if device.index is not None:  # --device cuda:N (a single process)
+        torch.cuda.set_device(device)
+        dist.device = device
+    return dist
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The training state and the generator's config
@@ -229,8 +247,8 @@ def step_flow_fn(args: argparse.Namespace, device: torch.device, main: bool):
     """The training step's flow function for ``--flow_backend torch`` (None: the DataLoader's C++ flows)."""
     if args.denoise and args.flows == "zero":
         return None
-    backend, flow_device = resolve_flow_backend(args.flow_backend, args.flow_device, device)
-    if backend == "cpp":
+    flow_device = resolve_flow_device(args.flow_device, args.flow_backend, device)
+    if flow_backend_for(args.flow_backend, device) == "cpp":
         return None
     if args.denoise and args.target != "interleaved" and main:
         logger.info(f"--flow_backend torch with --target {args.target}: the neighbours' flows come from the torch flow "

@@ -77,3 +77,28 @@ def test_project_warnings_are_one_log_line(capsys, monkeypatch):
     ours = [line for line in err if "volts" in line]
     assert len(ours) == 1 and ours[0].startswith("[ WARNING]") and "UserWarning" not in ours[0]
     assert others == [DeprecationWarning]  # a library's warning is shown as Python shows it
+
+
+def test_run_logger_records_and_draws_the_validation_baseline(tmp_path):
+    """The baseline goes into every epoch's row (CSV and JSONL) and is a dashed horizontal line on the PSNR curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = logger.RunLogger(str(tmp_path), tensorboard=False)
+    run.log_epoch({"epoch": 1, "g_loss": 0.5})  # before the baseline is known: no baseline columns
+    run.set_baseline("bicubic", 27.125, 0.8)
+    run.log_epoch({"epoch": 2, "g_loss": 0.4, "val_psnr": 28.0, "val_ssim": 0.85})
+    run.close()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "baseline_psnr" not in records[0]
+    assert [records[1][k] for k in ("baseline", "baseline_psnr", "baseline_ssim")] == ["bicubic", 27.125, 0.8]
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert rows[1]["baseline_psnr"] == "27.125"
+    fig, ax = plt.subplots()
+    run._draw_psnr(ax, [1, 2])
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    plt.close(fig)
+    assert len(dashed) == 1 and set(dashed[0].get_ydata()) == {27.125}
+    assert dashed[0].get_label() == "bicubic 27.12 dB"

@@ -368,3 +368,74 @@ def test_torch_flow_backend_computes_flows_in_the_step(tmp_path, frame_folder, m
                 "--flow_backend", "torch", "--flow_device", "cpu", "--max_steps_per_epoch", "2"]) == 0
     assert seen and all(shape[0] == 2 * 2 for shape, _ in seen)  # batch 2 x 2 neighbours in one solve
     assert any(peak > 0 for _, peak in seen)  # the moving pattern gives non-zero flows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The validation baseline
+
+
+class FakeEvalLoader:
+    """A list of validation batches with a ``dataset`` whose ``skip_flows`` is recorded while it is iterated."""
+
+    def __init__(self, batches):
+        from types import SimpleNamespace
+
+        self.batches = batches
+        self.dataset = SimpleNamespace(skip_flows=False)
+        self.skipped = []
+
+    def __iter__(self):
+        self.skipped.append(self.dataset.skip_flows)
+        return iter(self.batches)
+
+
+def test_bicubic_baseline_is_the_bicubic_upscale_scored_like_validation():
+    from conftest import moving_frames
+
+    import dataset
+    import train_data
+
+    def t(img):
+        return torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255
+
+    hr = moving_frames(1, 48, 64)[0]
+    lr = dataset.degrade(hr, 4, "matlab")
+    batch = (t(lr), t(hr), [t(lr)], [torch.zeros(1, 2, 12, 16)], t(dataset.bicubic_upscale(lr, 4, "matlab")))
+    loader = FakeEvalLoader([batch])
+    args = iSeeBetterTrain.parse_args(["--eval_dir", "eval"])
+    dist = training.DistInfo(0, 1, 0, torch.device("cpu"))
+    name, scores = train_data.validation_baseline(args, loader, dist, {"scale_factor": 4})
+    psnr, ssim = training.image_scores(dataset.bicubic_upscale(lr, 4, "matlab").astype(np.float64), hr)
+    assert name == "bicubic" and scores["val_psnr"] == pytest.approx(psnr) and scores["val_ssim"] == pytest.approx(ssim)
+    assert 15 < psnr < 60  # a real score, not a perfect or an empty one
+    assert loader.skipped == [True] and loader.dataset.skip_flows is False  # no flow work for the baseline
+
+
+def test_denoise_baseline_is_the_temporal_mean_of_the_network_frames():
+    import train_data
+
+    torch.manual_seed(0)
+    inp, nb1, nb2, target = torch.rand(4, 1, 1, 16, 16)
+    batch = (inp, target, [nb1, nb2], [torch.zeros(1, 2, 16, 16)] * 2, inp)
+    dist = training.DistInfo(0, 1, 0, torch.device("cpu"))
+    args = iSeeBetterTrain.parse_args(["--denoise", "--nFrames", "3", "--warping"])
+    loader = FakeEvalLoader([batch])
+    name, scores = train_data.validation_baseline(args, loader, dist, {"scale_factor": 1})
+    mean = ((inp + nb1 + nb2) / 3)[0].permute(1, 2, 0).double().numpy() * 255
+    psnr, _ = training.image_scores(mean, target[0].permute(1, 2, 0).double().numpy() * 255)
+    assert name == "temporal mean" and scores["val_psnr"] == pytest.approx(psnr)
+    assert loader.skipped == [False]  # --warping: the neighbours the network sees are warped with their flows
+
+
+def test_validation_baseline_is_logged_and_recorded(tmp_path, frame_folder, constant_flows, capsys):
+    import re
+
+    out = tmp_path / "run"
+    assert run(["--data_dir", frame_folder, "--save_folder", out, "--eval_dir", frame_folder, "--eval_max_frames",
+                "2", "--loss", "l1", "--nEpochs", "1", "--max_steps_per_epoch", "1"]) == 0
+    log = (out / "train.log").read_text()
+    logged = re.search(r"baseline \(bicubic\): ([0-9.]+) dB Y-PSNR, SSIM ([0-9.]+)", log)
+    assert logged, log
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["baseline"] == "bicubic" and f"{row['baseline_psnr']:.3f}" == logged.group(1)
+    assert "lr 0.0001, constant: runs of under 10 epochs keep their lr" in log

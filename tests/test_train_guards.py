@@ -91,6 +91,34 @@ def test_help_and_option_errors_do_not_import_torch():
         assert "argparse" in imported and not [m for m in imported if m.split(".")[0] in ("torch", "numpy")]
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--flow_backend", "torch", "--flow_device", "cuda"],
+     r"^--flow_device cuda asks for CUDA but no CUDA GPU is available; use --flow_device cpu \(or auto\)$"),
+    (["--device", "cuda"], r"^--device cuda asks for CUDA but no CUDA GPU is available; use --device cpu \(or auto\)$"),
+])
+def test_a_cuda_device_without_a_gpu_names_its_option(tmp_path, frame_folder, monkeypatch, argv, message):
+    """P15: the trainer's flow-device error names --flow_device; the advice for --device names an option it has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=message):
+        run(QUICK + ["--data_dir", frame_folder, "--save_folder", tmp_path / "out"] + argv)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_device_cpu_trains_on_the_cpu_even_with_gpu_mode(tmp_path, frame_folder, monkeypatch, caplog):
+    """--device wins over --gpu_mode (on by default); a cpp flow with a --flow_device warns that it is unused."""
+    import checks
+
+    monkeypatch.setattr(checks, "_warned_unused_flow_device", set())
+    warned = []
+    monkeypatch.setattr(checks.logger, "warning", warned.append)
+    assert iSeeBetterTrain.parse_args(["--device", "cpu"]).gpu_mode is True
+    assert run(QUICK + ["--data_dir", frame_folder, "--save_folder", tmp_path / "out", "--device", "cpu",
+                        "--gpu_mode", "true", "--flow_backend", "cpp", "--flow_device", "cuda:0"]) == 0
+    state = load(tmp_path / "out" / "training_state_4_1.pth")
+    assert state["epoch"] == 1
+    assert len([w for w in warned if w.startswith("--flow_device cuda:0 is not used")]) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # --save_folder (R12, R13) and stale temp files (R08b)
 
@@ -170,6 +198,23 @@ def test_an_epoch_is_saved_before_it_is_validated(tmp_path, frame_folder, monkey
         run(["--data_dir", frame_folder, "--save_folder", out, "--eval_dir", frame_folder] + QUICK)
     assert checkpoints(out) == ["netG_epoch_4_1.pth", "training_state_4_1.pth"]
     assert training.read_training_state(str(out / "training_state_4_1.pth"))["epoch"] == 1
+
+
+def test_a_baseline_that_cannot_be_scored_is_a_warning(tmp_path, frame_folder, monkeypatch):
+    """The validation baseline only informs: its failure warns, and the first validation reports it after the save."""
+    calls = []
+
+    def failing_validation(*args, **kwargs):
+        calls.append(args[0])
+        raise UserError("validation failed")
+
+    monkeypatch.setattr(training, "validate", failing_validation)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="validation failed"):
+        run(["--data_dir", frame_folder, "--save_folder", out, "--eval_dir", frame_folder] + QUICK)
+    assert len(calls) == 2  # the baseline, then epoch 1's validation
+    assert "validation baseline not scored: validation failed" in (out / "train.log").read_text()
+    assert checkpoints(out) == ["netG_epoch_4_1.pth", "training_state_4_1.pth"]
 
 
 def test_resume_remembers_the_best_epoch_validated_after_the_save(tmp_path, frame_folder, monkeypatch):
