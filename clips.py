@@ -5,6 +5,12 @@ A ``Clip`` is one sequence: a video file or an ordered list of frame files. ``re
 writes under ``--output``, and ``check_output`` refuses, before any work, a run that would overwrite an input or mix
 its frames with an earlier run's. ``parse_frames``, ``frame_selector`` and ``finished_frames`` pick the frames to
 compute (``--frames``, the clip's targets, ``--resume``).
+
+A video header's frame count is a hint (``Clip.hint``): it may be wrong (variable frame rate), missing (a webm
+without Duration) or absurd (a damaged Duration), so nothing loops over it and no plan depends on it. What a clip
+folder holds is judged from the frames a run really decoded and wrote, as its run record says (``run_record``).
+
+Importing this module does not import torch, so that inputs are checked before the model is loaded.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
 
 import atomic
-from dataset import read_list_file
+import run_record
 from errors import UserError, user_error_from_os
 from video_io import (
     find_video_sources,
@@ -30,11 +36,14 @@ from video_io import (
     iter_video_timed,
     list_frames,
     load_rgb,
+    natural_key,
     video_extension,
     video_info,
 )
 
 # ----------------------------------------------------------------------------------------------------------- clips
+
+MAX_HINT = 10**7  # a header frame count above this (about 46 h at 60 fps) is not believed, even as a hint
 
 
 def unique_stems(paths: List[str]) -> List[str]:
@@ -63,23 +72,53 @@ class Clip:
     targets: Optional[Set[int]] = None  # frame indices to produce (None = all)
     fps: Fraction = Fraction(25)
     frame_names: List[str] = field(default_factory=list)  # unique output names of ``frames``
-    frame_count: Optional[int] = None  # known frame count (--denoise movies), else from the frames / video header
+    frame_count: Optional[int] = None  # exact frame count known before decoding (--denoise movies: the loaded movie)
+    header_count: Optional[int] = None  # a video header's frame count: a hint only (may be wrong, 0 or absurd)
+    size: Optional[Tuple[int, int]] = None  # a video's (width, height) as its header says
+    decoded: Optional[int] = None  # frames this run decoded, once it read the whole clip
 
     def __post_init__(self) -> None:
         if self.frames is not None:
             self.frame_names = unique_stems(self.frames)
+        self._index: Optional[Dict[str, int]] = None
 
     def count(self) -> Optional[int]:
+        """The exact frame count, when known: given, the frame files, or decoded by this run; else None (a video
+        header's count is only ``hint``)."""
         if self.frame_count is not None:
             return self.frame_count
         if self.frames is not None:
             return len(self.frames)
-        return video_info(self.video)["frame_count"] or None
+        return self.decoded
+
+    def hint(self) -> Optional[int]:
+        """``count``, else a plausible header count (for progress totals and the middle frame, never for plans)."""
+        count = self.count()
+        if count is not None:
+            return count
+        return self.header_count if self.header_count and 0 < self.header_count <= MAX_HINT else None
 
     def frame_name(self, t: int) -> str:
         if self.frames is not None:
             return self.frame_names[t]
         return f"{t + 1:05d}"
+
+    def index_of(self, file_name: str) -> Optional[int]:
+        """The index of the frame whose output file is ``file_name`` (a video's ``00012.png`` -> 11), or None when no
+        frame of this clip has that name. Without an exact count, any index a video could have is one."""
+        stem, ext = os.path.splitext(file_name)
+        if ext != ".png":
+            return None
+        exact = self.frame_count if self.frame_count is not None else (len(self.frames) if self.frames is not None
+                                                                         else None)
+        if exact is not None:  # a real count (files, a loaded movie): every name is known
+            if self._index is None:
+                self._index = {self.frame_name(t): t for t in range(exact)}
+            return self._index.get(stem)
+        if not (stem.isascii() and stem.isdigit()):
+            return None
+        t = int(stem) - 1
+        return t if t >= 0 and self.frame_name(t) == stem else None
 
     def inputs(self) -> List[str]:
         """The files this clip reads."""
@@ -97,8 +136,9 @@ class Clip:
 def _clip_from_path(path: str, name: str) -> Clip:
     if os.path.isdir(path):
         return Clip(name, frames=list_frames(path))
-    info = video_info(path)  # read once: count() would otherwise reopen the video each time
-    return Clip(name, video=path, fps=info["rate"], frame_count=info["frame_count"] or None)
+    info = video_info(path)
+    return Clip(name, video=path, fps=info["rate"], header_count=info["frame_count"] or None,
+                size=(info["width"], info["height"]))
 
 
 def clips_from_input(path: str) -> List[Clip]:
@@ -124,6 +164,8 @@ def septuplet_target(nFrames: int, future_frame: bool, count: int) -> int:
 def clips_from_file_list(data_dir: str, file_list: str, other_dataset: bool, nFrames: int,
                          future_frame: bool = True) -> List[Clip]:
     """The original's list: frame paths (grouped by folder into clips) or clip folders, relative to data_dir."""
+    from dataset import read_list_file  # here: dataset imports torch
+
     list_path = file_list if os.path.isfile(file_list) else os.path.join(data_dir, file_list)
     if not os.path.isfile(list_path):
         raise UserError(f"file list {list_path} not found; pass --input VIDEO|FOLDER, or --data_dir and --file_list "
@@ -185,20 +227,36 @@ def frame_selector(clip: Clip, frames: Optional[range], done: Set[int] = frozens
     return keep
 
 
-def finished_frames(folder: str, clip: Clip, expected_hw: Tuple[int, int]) -> Set[int]:
-    """Indices of SR frames already in ``folder`` that decode and have the expected size (for ``--resume``)."""
+def finished_frames(folder: str, clip: Clip, expected_hw: Tuple[int, int], indices: Iterable[int]) -> Set[int]:
+    """Those of ``indices`` (the frames a run record says were written) whose SR frame is in ``folder``, decodes and
+    has the expected size (for ``--resume``)."""
     done = set()
     if not os.path.isdir(folder):
         return done
     names = {n for n in os.listdir(folder) if n.endswith(".png")}
-    count = clip.count() or 0
-    for t in range(count):
+    count = clip.count()
+    for t in sorted(indices):
+        if count is not None and t >= count:
+            continue
         name = clip.frame_name(t) + ".png"
         if name in names:
             img = cv2.imread(os.path.join(folder, name), cv2.IMREAD_UNCHANGED)
             if img is not None and img.shape[:2] == expected_hw:
                 done.add(t)
     return done
+
+
+def input_identity(clip: Clip) -> dict:
+    """What the clip reads, as run records name it."""
+    return run_record.input_identity(clip.video, clip.frames)
+
+
+def clip_record(clip: Clip, folder: str) -> Optional[dict]:
+    """The run record of ``folder`` when it describes this clip's input as it is now, else None."""
+    record = run_record.read(folder)
+    if record is None or record["input"] != input_identity(clip):
+        return None
+    return record
 
 
 # ---------------------------------------------------------------------------------------------------------- output
@@ -225,15 +283,12 @@ def planned_outputs(clip: Clip, args: argparse.Namespace) -> Tuple[Optional[str]
     return (os.path.join(out, clip.name) if save else None), files
 
 
-def _planned_frame_files(clip: Clip, frames: Optional[range]) -> Optional[Set[str]]:
-    """Names of the SR frames the clip writes into its folder; None when a video does not say how many it has."""
-    count = clip.count()
-    if count is None:
-        return None
-    indices = range(count) if clip.targets is None else clip.targets
-    if frames is not None:
-        indices = [t for t in indices if t in frames]
-    return {clip.frame_name(t) + ".png" for t in indices}
+def _replaced(clip: Clip, name: str, frames: Optional[range], count: Optional[int]) -> bool:
+    """Whether this run writes (or, resuming, keeps) the frame file ``name`` of the clip's output folder: a frame of
+    the clip (``count`` frames, when known), among its targets and inside ``--frames``."""
+    t = clip.index_of(name)
+    return (t is not None and (count is None or t < count) and (clip.targets is None or t in clip.targets)
+            and (frames is None or t in frames))
 
 
 def _check_writable(out: str) -> None:
@@ -249,9 +304,32 @@ def _check_writable(out: str) -> None:
         raise user_error_from_os(OSError(exc.errno, exc.strerror, out), "cannot write to --output") from exc
 
 
+def _describe_input(identity: dict) -> str:
+    return identity.get("video") or identity.get("frames") or "another input"
+
+
+def _check_resumable(clip: Clip, folder: str, existing: List[str], record: Optional[dict]) -> None:
+    """``--resume`` keeps only frames whose run record describes this clip's input as it is now."""
+    if not existing or record is not None:
+        return
+    found = run_record.read(folder)
+    if found is None:
+        raise UserError(f"--resume: {folder} holds {len(existing)} file(s) but no record of the run that made them "
+                        f"({run_record.record_path(folder)}), so they cannot be trusted; run without --resume to "
+                        "compute them again, or choose another --output")
+    then = _describe_input(found["input"])
+    now = _describe_input(input_identity(clip))
+    why = f"from {then}, not {now}" if then != now else f"from {now} before it changed"
+    raise UserError(f"--resume: the frames in {folder} were made {why}; run without --resume to compute them "
+                    "again, or choose another --output")
+
+
 def _check_frame_folder(clip: Clip, folder: str, args: argparse.Namespace, input_files: Set[str],
                         input_folders: Set[str]) -> None:
-    """The clip's output frame folder holds no inputs and no files of another run (our stale temporaries go)."""
+    """The clip's output frame folder holds no inputs and no files of another run (our stale temporaries go).
+
+    Which files are this run's own comes from the frames it will write and from the folder's run record (the frames
+    an earlier run of the same input wrote, and how many frames that input decoded to), never from a video header."""
     out = args.output
     if real_path(folder) in input_folders or real_path(folder) in input_files:
         raise UserError(f"--output {out}: the output frames of {clip.name} would go into {folder}, which holds "
@@ -261,13 +339,19 @@ def _check_frame_folder(clip: Clip, folder: str, args: argparse.Namespace, input
                         "name; remove it or choose another --output")
     if os.path.isdir(folder):
         atomic.remove_stale_temps(folder)
-        existing = {n for n in os.listdir(folder) if not n.startswith(".")}
-        planned = _planned_frame_files(clip, parse_frames(args.frames))
-        extra = sorted(existing - planned) if planned is not None else sorted(existing)
+        existing = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
+        record = None if args.denoise else clip_record(clip, folder)
+        if args.resume and args.upscale_only:
+            _check_resumable(clip, folder, existing, record)
+        count = clip.count() if clip.count() is not None else run_record.recorded_count(record)
+        frames = parse_frames(args.frames)
+        extra = [n for n in existing if not _replaced(clip, n, frames, count)]
         if extra:
             raise UserError(f"{folder} already holds {len(extra)} file(s) that this run would not replace "
                             f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}), from an earlier run or "
                             "another clip; empty that folder or choose another --output so results do not mix")
+    if args.denoise:  # --denoise replaces the frames and keeps no record: an upscale run's record would be wrong
+        run_record.remove(folder)
 
 
 def check_output(clips: List[Clip], args: argparse.Namespace, extra_inputs: Sequence[str] = ()) -> None:

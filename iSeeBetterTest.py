@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import logger
 from errors import run_cli
@@ -49,6 +49,12 @@ from video_io import CODECS, PRESETS
 # so that ``-h`` and option errors are instant.
 
 TINY_TILE = 32  # LR tiles smaller than this (or mostly overlap) make tiled inference many times slower
+# Tile overlaps under these change the output by more than 1% of its range near the seams: the largest |tiled - whole|
+# on a random 64x64 frame, tiles 16-32 px, with the tiny test RBPN and the shipped models (docs/testing.md).
+MIN_OVERLAP = 12  # super-resolution (tile centres kept): overlap 8 differs by up to 4.5%, 10 by 1.4%, 12 by 0.4%
+MIN_OVERLAP_BLEND = 16  # --denoise (tiles cross-faded): overlap 12 differs by up to 2.2%, 14 by 2.1%, 16 by 1.0%
+SEAM_ERROR = "49% with no overlap, 18% at 4 px, 4.5% at 8 px, 1.4% at 10 px"  # measured, super-resolution
+SEAM_ERROR_BLEND = "42% with no overlap, 16% at 4 px, 6% at 8 px, 2% at 12-14 px"  # measured, --denoise
 DEFAULT_DENOISE_WEIGHTS = os.path.join("weights", "iSeeBetter_denoise_afm.pth")  # relative to PROJECT_ROOT
 
 # --------------------------------------------------------------------------------------------------------- options
@@ -144,6 +150,8 @@ def _add_denoise_options(p: argparse.ArgumentParser) -> None:
     denoise.add_argument("--channel", default=None, metavar="NAME",
                          help=".asd channel to denoise: index or name (topography, error, phase; default: the one the "
                               "checkpoint was trained on, else the first)")
+    denoise.add_argument("--keep_truncated", action="store_true",
+                         help="an .asd file cut short: keep its complete frames instead of refusing it")
     denoise.add_argument("--level", dest="level", action="store_true", default=None,
                          help="subtract each scan line's median first (default: as the checkpoint was trained, else "
                               "on; --no-level for photographs and renderings)")
@@ -211,6 +219,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     else:
         given = [f"--{name}" for name in ("channel", "reference") if getattr(args, name) is not None]
         given += ["--level/--no-level"] if args.level is not None else []
+        given += ["--keep_truncated"] if args.keep_truncated else []
         given += ["--no-eval"] if not args.eval else []
         if given:
             parser.error(f"{', '.join(given)} only apply with --denoise")
@@ -218,8 +227,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.model = default_model_path()
 
 
-def tile_warning(tile: int, overlap: int) -> Optional[str]:
-    """A warning when tiles are so small, or overlap so much, that tiled inference repeats most of its work."""
+def tile_warning(tile: int, overlap: int, blend: bool = False) -> Optional[str]:
+    """A warning when tiles are so small, or overlap so much, that tiled inference repeats most of its work, or when
+    the overlap is too small for the output to match the whole frame (``blend``: tiles cross-faded, --denoise)."""
     if not tile:
         return None
     redundancy = (tile / (tile - overlap)) ** 2
@@ -229,15 +239,21 @@ def tile_warning(tile: int, overlap: int) -> Optional[str]:
     if tile < TINY_TILE:
         reasons.append(f"runs the network once per {tile}x{tile} px tile (tiles under {TINY_TILE} px waste most of "
                        "each call)")
-    if not reasons:
-        return None
-    return (f"--tile {tile} with --tile_overlap {overlap} {' and '.join(reasons)}: this is many times slower; use "
-            "--tile 128 or more (or 0 = whole frame) if memory allows")
+    least, error = (MIN_OVERLAP_BLEND, SEAM_ERROR_BLEND) if blend else (MIN_OVERLAP, SEAM_ERROR)
+    parts = []
+    if reasons:
+        parts.append(f"{' and '.join(reasons)}: this is many times slower; use --tile 128 or more (or 0 = whole "
+                     "frame) if memory allows")
+    if overlap < least:
+        parts.append(f"changes the output: with overlaps under {least} px, pixels near the tile seams differ from the "
+                     f"whole-frame output by more than 1% of its range (measured: {error}); use --tile_overlap "
+                     f"{least} or more")
+    return f"--tile {tile} with --tile_overlap {overlap} {'; it also '.join(parts)}" if parts else None
 
 
 def warn_about_options(args: argparse.Namespace) -> None:
-    """Warnings for options that make the run slow or are ignored."""
-    warning = tile_warning(args.tile, args.tile_overlap)
+    """Warnings for options that make the run slow, change its output or are ignored."""
+    warning = tile_warning(args.tile, args.tile_overlap, blend=args.denoise)
     if warning:
         logger.warning(warning)
     if args.gpus > 1 or args.testBatchSize > 1:
@@ -247,31 +263,49 @@ def warn_about_options(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------------ main
 
 
+def _nframes_before_model(args: argparse.Namespace) -> Tuple[bool, Optional[int]]:
+    """(whether the clips can be planned before the model is loaded, the nFrames to plan them with). Only Vimeo
+    septuplets evaluated with past frames only need the checkpoint's nFrames (it picks their evaluated frame)."""
+    if args.model.lower() == "bicubic":
+        return True, 1
+    needs = not args.input and not args.other_dataset and not args.future_frame and args.nFrames is None
+    return not needs, args.nFrames
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
     logger.initLogger(args.debug)
+    from clips import check_output, resolve_clips  # no torch yet: a missing input is reported at once
+
+    early, nFrames = _nframes_before_model(args)
+    clips = resolve_clips(args, nFrames) if early and not args.denoise else None
     import torch
 
     import denoise_job
     import upscale
-    from clips import check_output, resolve_clips
     from inference import check_precision, prepare_model, resolve_device
 
     torch.manual_seed(args.seed)
     warn_about_options(args)
     device = resolve_device(args.device, args.gpu_mode)
     args.precision = check_precision(args.precision, device)
+    upscale.check_flow_options(args, device)
     if args.denoise:  # movies in, denoised movies and no-reference scores out
         denoise_job.check_denoise_model(args.model, DEFAULT_DENOISE_WEIGHTS)
         return denoise_job.denoise_movies(args, device)
 
+    if clips is not None:
+        check_output(clips, args)  # before the model is loaded
     model, config = upscale.load_generator(args)  # None for the bicubic baseline
+    if clips is None:
+        clips = resolve_clips(args, config["nFrames"])
+        check_output(clips, args)
+    upscale.check_video_output(clips, config, args)
+    upscale.check_resume(clips, config, args, device)
     if model is not None:
         model = prepare_model(model, device)
-    clips = resolve_clips(args, config["nFrames"])
-    check_output(clips, args)
     logger.info(f"{len(clips)} clip(s), x{config['scale_factor']}, device {device}, precision {args.precision}"
                 + (f", tile {args.tile}/{args.tile_overlap}" if args.tile else "")
                 + (", chop_forward" if args.chop_forward and not args.tile else ""))

@@ -43,25 +43,36 @@ class InferenceError(UserError):
 # devices and precision
 
 
-def resolve_device(device: Optional[str] = None, gpu_mode: bool = False) -> torch.device:
+def parse_device(device: str) -> torch.device:
+    """``device`` ('cpu', 'cuda', 'cuda:1') as a ``torch.device``; a one-line error for a name torch does not know."""
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise InferenceError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from exc
+
+
+def resolve_device(device: Optional[str] = None, gpu_mode: bool = False, option: str = "--device") -> torch.device:
     """``device`` as given ('cpu', 'cuda', 'cuda:1', 'auto' or None = auto: CUDA when available, else CPU).
 
-    ``gpu_mode`` (the original's ``-c``) insists on CUDA and fails clearly when there is none.
+    ``gpu_mode`` (the original's ``-c``) insists on CUDA and fails clearly when there is none. ``option``: the
+    command-line option that chose ``device`` (``--device`` or ``--flow_device``), named in the errors.
     """
     if device in (None, "", "auto"):
         device = "cuda" if (gpu_mode or torch.cuda.is_available()) else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise InferenceError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from exc
+    dev = parse_device(device)
     if gpu_mode and dev.type != "cuda":
         raise InferenceError(f"--gpu_mode asks for CUDA but --device is {device}; drop one of them")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InferenceError("CUDA was requested (--gpu_mode/--device cuda) but no CUDA GPU is available; "
-                                 "use --device cpu")
+            if option == "--device":
+                raise InferenceError("CUDA was requested (--gpu_mode/--device cuda) but no CUDA GPU is available; "
+                                     "use --device cpu")
+            raise InferenceError(f"CUDA was requested ({option} {device}) but no CUDA GPU is available; use {option} "
+                                 "cpu (or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InferenceError(f"{device} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+            where = "" if option == "--device" else f"{option} "
+            raise InferenceError(f"{where}{device} does not exist: {torch.cuda.device_count()} CUDA device(s) "
+                                 "visible")
     return dev
 
 
@@ -365,15 +376,27 @@ def window_flows(centre: np.ndarray, neighbours: Sequence[np.ndarray], same: Seq
     return [np.zeros((2, h, w), np.float32) if s else next(computed) for s in same]
 
 
-def resolve_flow_backend(backend: str, flow_device: Optional[str], model_device: torch.device
-                         ) -> Tuple[str, torch.device]:
-    """(``cpp`` or ``torch``, device for the torch flow): ``auto`` means torch when the model runs on CUDA (the C++
-    flow would be the bottleneck there), else the exact C++ pyflow; the flow device defaults to the model's."""
+def pick_flow_backend(backend: str, model_device: torch.device) -> str:
+    """``cpp`` or ``torch``: ``auto`` means torch when the model runs on CUDA (the C++ flow would be the bottleneck
+    there), else the exact C++ pyflow."""
     if backend not in ("auto", "cpp", "torch"):
         raise InferenceError(f"unknown flow backend {backend!r}; use auto, cpp or torch")
-    device = resolve_device(flow_device) if flow_device else model_device
     if backend == "auto":
-        backend = "torch" if model_device.type == "cuda" else "cpp"
+        return "torch" if torch.device(model_device).type == "cuda" else "cpp"
+    return backend
+
+
+def resolve_flow_backend(backend: str, flow_device: Optional[str], model_device: torch.device
+                         ) -> Tuple[str, torch.device]:
+    """(``cpp`` or ``torch`` (``pick_flow_backend``), device for the torch flow): ``flow_device`` (errors name
+    ``--flow_device``), by default the model's. The C++ flow runs on the CPU: ``flow_device`` is not used (only its
+    name is checked), and the model's device is returned."""
+    backend = pick_flow_backend(backend, model_device)
+    if backend == "cpp":
+        if flow_device and flow_device != "auto":
+            parse_device(flow_device)
+        return backend, model_device
+    device = resolve_device(flow_device, option="--flow_device") if flow_device else model_device
     return backend, device
 
 

@@ -13,7 +13,6 @@ from conftest import run_tester as _cli
 
 import iSeeBetterTest as tester
 import metrics
-from clips import septuplet_target
 from video_io import list_frames, load_rgb, video_info
 
 
@@ -242,14 +241,6 @@ def test_boolean_options_take_the_original_syntax_too():
         parse(["--future_frame", "maybe"])
 
 
-def test_septuplet_target_frame_is_the_originals():
-    assert septuplet_target(7, True, 7) == 3  # im4
-    assert septuplet_target(3, True, 7) == 3  # im4 whatever nFrames (neighbours im3, im5)
-    assert septuplet_target(7, False, 7) == 6  # im7: past frames only
-    assert septuplet_target(5, False, 7) == 4  # im5
-    assert septuplet_target(7, True, 2) == 1  # short folder: its last frame
-
-
 def test_skip_frames_counts_from_both_ends_of_the_clip(vid4_like, tmp_path, capsys):
     """With a frame list, --skip_frames drops the clip's first/last frames, not the last listed one."""
     (vid4_like / "cal.txt").write_text("calendar/001.png\ncalendar/002.png\ncalendar/003.png\ncalendar/004.png\n")
@@ -259,3 +250,21 @@ def test_skip_frames_counts_from_both_ends_of_the_clip(vid4_like, tmp_path, caps
     assert code == 0, err
     rows = list(csv.DictReader(open(out / "per_frame.csv")))
     assert [r["frame"] for r in rows] == ["002", "003", "004"]  # calendar has 5 frames: only 001 and 005 are edges
+
+
+def test_septuplets_with_past_frames_only_use_the_checkpoints_nframes(tmp_path, tiny_ckpt, capsys):
+    """Vimeo septuplets with --no-future_frame evaluate im{nFrames}: the clips are planned once the checkpoint says
+    its nFrames (3); with future frames, before the model is loaded (im4)."""
+    root = tmp_path / "vimeo"
+    _write_clip(root / "00001" / "0266", moving_frames(7, 32, 40))
+    for i in range(1, 8):
+        os.rename(root / "00001" / "0266" / f"{i:03d}.png", root / "00001" / "0266" / f"im{i}.png")
+    (root / "sep_testlist.txt").write_text("00001/0266\n")
+    for future, frame in (("--no-future_frame", "im3"), ("--future_frame", "im4")):
+        out = tmp_path / future
+        code, err = _cli(["--data_dir", str(root), "--file_list", "sep_testlist.txt", "--no-other_dataset", future,
+                          "-o", str(out), "-m", tiny_ckpt], capsys)
+        assert code == 0, err
+        rows = list(csv.DictReader(open(out / "per_frame.csv")))
+        assert [r["frame"] for r in rows] == [frame]
+        assert os.listdir(out / "00001" / "0266") == [f"{frame}.png"]

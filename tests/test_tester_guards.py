@@ -9,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, moving_frames
 from conftest import run_tester as _cli
 
@@ -303,3 +304,89 @@ def test_default_model_is_found_from_any_folder(tmp_path, monkeypatch):
     args = parser.parse_args(["-u", "-i", "x"])
     tester.check_args(parser, args)
     assert os.path.isfile(args.model) and os.path.isabs(args.model)
+
+
+# ------------------------------------------------------------------ run records and --resume (matrix 2: R09, R02b)
+
+
+def test_resume_never_mixes_frames_of_another_model_or_other_options(tmp_path, tiny_ckpt, capsys):
+    """R09: frames an earlier run made with another model or other options are refused, not kept."""
+    folder = tmp_path / "clip"
+    _write_frames(folder, moving_frames(5, 16, 16))
+    out = tmp_path / "out"
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", "bicubic", "--frames", "1:3"], capsys)
+    assert code == 0, err
+    before = _digest(out)
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", tiny_ckpt, "--resume"], capsys)
+    line = _one_error(err)
+    assert code == 2 and "were made with other settings (model was bicubic, now tiny.pth (sha256" in line
+    assert "resume with the same options, or use a fresh --output" in line
+    assert _digest(out) == before
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", "bicubic", "--resume"], capsys)
+    assert code == 0 and "keeps 3 frame(s)" in err, err
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", tiny_ckpt], capsys)  # a fresh run replaces all
+    assert code == 0, err
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", tiny_ckpt, "--resume", "--tile", "12",
+                      "--tile_overlap", "4"], capsys)
+    assert code == 2 and "tile was 0, now 12; tile_overlap was unset, now 4" in _one_error(err)
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", tiny_ckpt, "--resume"], capsys)
+    assert code == 0 and "keeps 5 frame(s)" in err, err
+
+
+def test_resume_with_every_frame_present_still_writes_the_comparison(tmp_path, tiny_ckpt, capsys):
+    """R02b: the comparison image comes from the frames on disk when none is computed."""
+    folder = tmp_path / "clip"
+    _write_frames(folder, moving_frames(5, 16, 16))
+    out = tmp_path / "out"
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", tiny_ckpt], capsys)
+    assert code == 0, err
+    first = cv2.imread(str(out / "clip_compare.png"))
+    os.remove(out / "clip_compare.png")
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(out), "-m", tiny_ckpt, "--resume"], capsys)
+    assert code == 0 and "keeps 5 frame(s)" in err, err
+    assert np.array_equal(cv2.imread(str(out / "clip_compare.png")), first)  # the same frame, from disk
+
+
+def test_inputs_and_output_are_checked_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    def never(args):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(upscale, "load_generator", never)
+    code, err = _cli(["-u", "-i", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and _one_error(err) == f"error: input not found: {tmp_path / 'missing.mp4'}"
+    folder = tmp_path / "clip"
+    _write_frames(folder, moving_frames(2, 16, 16))
+    (tmp_path / "afile").write_text("x")
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(tmp_path / "afile")], capsys)
+    assert code == 2 and "is a file; pass a folder" in _one_error(err)
+    (tmp_path / "o" / "clip").mkdir(parents=True)
+    (tmp_path / "o" / "clip" / "notes.txt").write_text("mine")
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "would not replace (notes.txt)" in _one_error(err)
+
+
+def test_flow_device_errors_name_flow_device_and_cpp_warns_it_is_unused(tmp_path, tiny_ckpt, capsys):
+    """P08/P09: the model runs on the CPU; only the flow device is wrong (or unused)."""
+    folder = tmp_path / "clip"
+    _write_frames(folder, moving_frames(2, 16, 16))
+    code, err = _cli(["-u", "-i", str(folder), "-o", str(tmp_path / "o"), "-m", tiny_ckpt, "--flow_backend", "cpp",
+                      "--flow_device", "cuda"], capsys)
+    assert code == 0, err
+    assert "--flow_device cuda is not used: --flow_backend cpp computes the optical flow with the C++ pyflow" in err
+    if not torch.cuda.is_available():
+        code, err = _cli(["-u", "-i", str(folder), "-o", str(tmp_path / "o2"), "-m", tiny_ckpt, "--flow_backend",
+                          "torch", "--flow_device", "cuda"], capsys)
+        assert code == 2 and _one_error(err) == ("error: CUDA was requested (--flow_device cuda) but no CUDA GPU is "
+                                                 "available; use --flow_device cpu (or auto)")
+
+
+def test_small_tile_overlaps_warn_that_the_output_changes():
+    """D37: overlaps under the measured threshold change the output by more than 1% (test_inference measures it)."""
+    assert tester.tile_warning(64, tester.MIN_OVERLAP) is None
+    warning = tester.tile_warning(64, tester.MIN_OVERLAP - 4)
+    assert "changes the output" in warning and "more than 1% of its range" in warning and "slower" not in warning
+    assert f"use --tile_overlap {tester.MIN_OVERLAP} or more" in warning
+    assert tester.tile_warning(96, 16, blend=True) is None
+    blended = tester.tile_warning(8, 4, blend=True)  # D37: --denoise --tile 8 --tile_overlap 4
+    assert "many times slower" in blended and "it also changes the output" in blended
+    assert f"overlaps under {tester.MIN_OVERLAP_BLEND} px" in blended

@@ -1,7 +1,10 @@
 """Real video in, real video out (PyAV/FFmpeg): exact rates, variable frame rate, rotation, audio, codecs, resume,
 frame ranges and clear errors. Every clip is encoded in the test."""
 
+import contextlib
 import os
+import signal
+import struct
 from fractions import Fraction
 
 import av
@@ -199,3 +202,121 @@ def test_float_rates_become_exact_fractions():
     assert video_io.as_rate(23.976) == Fraction(24000, 1001)
     assert video_io.as_rate(29.97) == Fraction(30000, 1001)
     assert video_io.as_rate(25.0) == 25 and video_io.as_rate(12.5) == Fraction(25, 2)
+
+
+# ------------------------------------------- header frame counts are hints (reliability matrix 2: R07, R10, V17)
+
+VFR_MS = [0, 40, 100, 110, 300, 310, 320, 330, 340, 350, 360, 370]  # 12 frames; duration x rate says 10
+
+
+def _matroska(path, times_ms, fmt="matroska", codec="libx264", size=(24, 16)):
+    """A small mkv/webm whose frames have the given timestamps (ms)."""
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for t, frame in zip(times_ms, moving_frames(len(times_ms), size[1], size[0])):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(vf):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def _duration_element(data: bytearray) -> int:
+    """Offset of the Matroska Duration element (id 0x4489, an 8-byte float)."""
+    i = data.find(b"\x44\x89")
+    assert i > 0 and data[i + 2] == 0x88
+    return i
+
+
+def _without_duration(path):
+    """As a browser's MediaRecorder writes webm: the Duration element replaced by an EBML Void of the same size."""
+    data = bytearray(path.read_bytes())
+    i = _duration_element(data)
+    data[i : i + 11] = bytes([0xEC, 0x89]) + bytes(9)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _lying_header(monkeypatch, count):
+    """Make the clips' video header report ``count`` frames (what a damaged or missing header says)."""
+    import clips
+
+    real = clips.video_info
+
+    def video_info(path):
+        return dict(real(path), frame_count=count)
+
+    monkeypatch.setattr(clips, "video_info", video_info)
+
+
+@contextlib.contextmanager
+def _deadline(seconds):
+    """Fail (not hang) when the block runs longer than ``seconds``."""
+    def expired(signum, frame):
+        raise AssertionError(f"still running after {seconds} s: a loop over a header frame count?")
+
+    before = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+@pytest.mark.parametrize("kind, header", [("vfr.mkv", None), ("vfr.mkv", 10), ("nodur.webm", None),
+                                          ("nodur.webm", 0)])
+def test_rerun_and_resume_work_whatever_the_header_says(tmp_path, capsys, monkeypatch, kind, header):
+    """R07: a VFR mkv whose header count (10) is below the real one (12); R10: a webm without Duration (no count).
+    The same command can be run again, and ``--resume`` finishes the clip, from the frames really decoded."""
+    if kind == "vfr.mkv":
+        src, n = _matroska(tmp_path / kind, VFR_MS), len(VFR_MS)
+    else:
+        src, n = _without_duration(_matroska(tmp_path / kind, [0, 40, 80, 120, 160, 200], "webm", "libvpx")), 6
+    if header is not None:
+        _lying_header(monkeypatch, header)
+    out = tmp_path / "out"
+    name = src.stem
+    for extra in ([], [], ["--resume"]):
+        code, err = _cli(["-u", "-i", str(src), "-o", str(out), "-m", "bicubic"] + extra, capsys)
+        assert code == 0, err
+    assert f"keeps {n} frame(s)" in err
+    assert sorted(os.listdir(out / name)) == [f"{t:05d}.png" for t in range(1, n + 1)]
+    os.remove(out / name / "00005.png")  # an interrupted run: --resume computes what is missing
+    code, err = _cli(["-u", "-i", str(src), "-o", str(out), "-m", "bicubic", "--resume"], capsys)
+    assert code == 0 and f"keeps {n - 1} frame(s)" in err, err
+    assert len(list(video_io.iter_video(str(out / f"{name}.mp4")))) == n
+
+
+def test_a_huge_declared_duration_does_not_hang(tmp_path, capsys, monkeypatch):
+    """V17: a 2 KB mkv whose Duration claims about 1e11 frames (4 real), with the progress bar on."""
+    src = _matroska(tmp_path / "giant.mkv", [0, 40, 80, 120])
+    data = bytearray(src.read_bytes())
+    struct.pack_into(">d", data, _duration_element(data) + 3, 4e12)  # ms
+    src.write_bytes(bytes(data))
+    _lying_header(monkeypatch, 10**11)  # whatever video_io makes of that Duration, the header may say so
+    out = tmp_path / "out"
+    with _deadline(60):
+        for extra in ([], [], ["--resume"]):
+            code, err = _cli(["-u", "-i", str(src), "-o", str(out), "-m", "bicubic"] + extra, capsys)
+            assert code == 0, err
+    assert "header says 100000000000 frames but only 4 decoded" in err
+    assert sorted(os.listdir(out / "giant")) == [f"{t:05d}.png" for t in range(1, 5)]
+
+
+def test_h265_output_too_small_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """V19: x265 cannot take frames under 64 px: said before the frames are computed, not after."""
+    src = make_av_clip(tmp_path / "t12.mp4", n=4, size=(12, 12), audio=False)
+    computed = []
+    monkeypatch.setattr(upscale, "_sr_frames", lambda *a, **k: computed.append(1) or iter(()))
+    out = tmp_path / "out"
+    code, err = _cli(["-u", "-i", str(src), "-o", str(out), "-m", "bicubic", "--codec", "h265"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and lines == ["error: clip t12: --codec h265 needs frames of at least 64x64 px (x265 corrupts "
+                                   "memory on smaller ones), got 48x48; use --codec h264 or ffv1"], err
+    assert not computed and not (out / "t12").exists()
