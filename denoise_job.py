@@ -1,21 +1,27 @@
 """The tester's ``--denoise`` job: denoise consecutive SPM/AFM scans (or any movie) with a denoising generator.
 
-``denoise_movies`` finds the movies of ``--input`` and reads each one before any work, loads the model (once per
-channel count), then per movie normalises it (``denoise_data.preprocess``), runs the model over nFrames windows
-(``inference.denoise_clip``), writes ``<movie>.npy`` (the input's units and shape), 16-bit PNG frames, an mp4 preview
-and ``<movie>_compare.png`` (raw | denoised), scores it without a clean frame (``denoise_eval``; with
-``--reference`` also against a clean movie) and finally writes ``metrics.json``.
+``denoise_movies`` finds the movies of ``--input`` and reads and checks each one before any work
+(``frame_check.check_frames``: blank and corrupt frames, outlier pixels, each finding one warning), loads the model
+(once per channel count), then per movie normalises it (``denoise_data.preprocess``), runs the model over nFrames
+windows (``inference.denoise_clip``), writes ``<movie>.npy`` (the input's units and shape), 16-bit PNG frames
+``<movie>/00000.png ...``, an mp4 preview and ``<movie>_compare.png`` (raw | denoised) as soon as that movie is done,
+scores it without a clean frame (``denoise_eval``; with ``--reference`` also against a clean movie) and rewrites
+``metrics.json`` with the movies done so far. Frames count from 0 everywhere (log lines, metrics.json, PNG names).
+A movie whose frames are all blank is passed through unchanged. A grey model reads a video whose three channels are
+equal (grey content) as grey.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -31,7 +37,8 @@ import plots
 import scans
 from clips import Clip, check_output, real_path, unique_stems
 from denoise_data import FLOW_METHODS, Normalisation, preprocess
-from errors import UserError
+from errors import UserError, describe_os_error, free_bytes
+from frame_check import PASS_ACTION, FrameCheck, check_frames, describe_findings, frame_span
 from inference import denoise_clip, prepare_model
 from options import PROJECT_ROOT
 from upscale import BICUBIC, check_model_file, flow_function
@@ -39,6 +46,7 @@ from video_io import video_extension, video_info, write_video
 
 DEFAULT_MOVIE_FPS = Fraction(10)  # preview rate when a movie gives no frame time
 COMPARE_FRAMES = 3  # frames shown in <movie>_compare.png
+GREY_FORMATS = ("video", "frames", "tiff")  # decoded formats that store grey content as RGB
 
 Loaded = Tuple[torch.nn.Module, dict]  # (model on its device, config)
 
@@ -55,6 +63,7 @@ class DenoiseSettings:
     level: bool = True
     channel: Optional[str] = None  # the channel it was trained on (the default for .asd inputs)
     recorded: bool = False  # whether the checkpoint recorded its settings
+    model_channels: Optional[int] = None  # the generator's input channels (1 grey, 3 colour), None if unknown
 
     def to_dict(self) -> dict:
         return {"warping": self.warping, "flows": self.flows, "level": self.level, "trained_channel": self.channel,
@@ -77,7 +86,7 @@ def check_denoise_model(path: str, default: str) -> None:
 def denoise_settings(args: argparse.Namespace) -> DenoiseSettings:
     """The checkpoint's recorded warping, flows, levelling and channel (``--level/--no-level`` overrides
     levelling)."""
-    _, meta = checkpoint.read_checkpoint(args.model)
+    sd, meta = checkpoint.read_checkpoint(args.model)
     recorded = (meta or {}).get("denoise")
     values = recorded if isinstance(recorded, dict) else {}
     flows = values.get("flows", "pyflow")
@@ -86,8 +95,11 @@ def denoise_settings(args: argparse.Namespace) -> DenoiseSettings:
                         f"({', '.join(FLOW_METHODS)})")
     level = bool(values.get("level", True)) if args.level is None else args.level
     channel = values.get("channel")
+    first = sd.get("feat0.conv.weight")  # (base_filter, channels, 3, 3) of any RBPN (checkpoint.infer_rbpn_config)
+    model_channels = int(first.shape[1]) if first is not None and first.dim() == 4 else None
     return DenoiseSettings(warping=bool(values.get("warping", False)), flows=flows, level=level,
-                           channel=str(channel) if channel else None, recorded=bool(values))
+                           channel=str(channel) if channel else None, recorded=bool(values),
+                           model_channels=model_channels)
 
 
 def load_denoiser(args: argparse.Namespace, channels: int) -> Tuple[torch.nn.Module, dict]:
@@ -126,31 +138,98 @@ class MovieJob:
     squeeze: bool  # the output .npy is (T, H, W), like the input
 
 
+class MovieClip(Clip):
+    """A movie as ``clips.check_output`` plans its outputs: PNG frames named from 00000 (frames count from 0)."""
+
+    def frame_name(self, t: int) -> str:
+        return f"{t:05d}"
+
+
 class Prepared(NamedTuple):
-    """A movie read and normalised for the network."""
+    """A movie read, checked and normalised for the network."""
 
     movie: scans.Movie
     data: np.ndarray  # (T, H, W, C) in [0, 1]
     norm: Normalisation
-    blank: List[int]  # indices of blank (constant) frames
+    blank: List[int]  # indices of the skipped frames: blank (constant) or corrupt, never denoised
+    check: FrameCheck
+    passthrough: bool = False  # every frame is skipped: the movie is passed through unchanged
+
+    def blank_frames(self) -> List[int]:
+        """The blank (constant) frames, for metrics.json (the skipped ones that are not corrupt)."""
+        return sorted((set(self.check.blank) | set(self.movie.blank)) - set(self.check.corrupt))
 
 
-def prepare_movie(path: str, args: argparse.Namespace, settings: DenoiseSettings) -> Prepared:
-    """Read a movie (``scans.read_movie``) and normalise it (``denoise_data.preprocess``). An .asd file is read in
-    ``--channel``, else in the channel the checkpoint was trained on."""
+def _read(path: str, args: argparse.Namespace, settings: DenoiseSettings) -> scans.Movie:
+    """``scans.read_movie``: an .asd file in ``--channel``, else in the channel the checkpoint was trained on."""
     if args.channel is None and settings.channel and path.lower().endswith(scans.ASD_EXTENSION):
         try:
-            movie = scans.read_movie(path, settings.channel)
+            return scans.read_movie(path, settings.channel, keep_truncated=args.keep_truncated)
         except scans.ScanError as exc:
             raise UserError(f"{exc} (the checkpoint was trained on channel {settings.channel}; pass --channel to "
                             "choose one)") from None
-    else:
-        movie = scans.read_movie(path, args.channel)
+    return scans.read_movie(path, args.channel, keep_truncated=args.keep_truncated)
+
+
+def match_model_channels(movie: scans.Movie, args: argparse.Namespace, settings: DenoiseSettings, name: str,
+                         log: bool) -> scans.Movie:
+    """For a grey model, a colour video (or frame movie) whose channels are equal within codec error becomes grey,
+    with a one-line note; one that is really colour is a one-line error that says so. Other movies are unchanged
+    (the checkpoint's channel check judges them)."""
+    if settings.model_channels != 1 or movie.frames.shape[3] != 3 or movie.info.get("format") not in GREY_FORMATS:
+        return movie
+    what = "video" if movie.info.get("format") == "video" else "movie"
+    mean, p99 = scans.channel_spread(movie)
+    spread = f"its colour channels differ by {100 * mean:.2g} % of the full range on average, {100 * p99:.2g} % " \
+             "at the 99th percentile"
+    if not scans.is_grey_content(movie):
+        raise UserError(f"{movie.source} is a colour {what} ({spread}) but the model {args.model} is grey (1 "
+                        f"channel): convert the {what} to grey first, or pass a model trained on colour data")
+    if log:
+        logger.info(f"{name}: the {what} is grey content stored as RGB ({spread}): read as one grey channel for the "
+                    "grey model")
+    return scans.to_grey(movie)
+
+
+def _passthrough(movie: scans.Movie, check: FrameCheck, skipped: List[int]) -> Prepared:
+    """A movie whose frames are all skipped: shown on its own min..max (mid grey if constant), never denoised."""
+    lo, hi = float(movie.frames.min()), float(movie.frames.max())
+    lo, hi = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    norm = Normalisation(lo, hi, unit=movie.unit, levelled=False)
+    return Prepared(movie, norm.forward(movie.frames), norm, skipped, check, passthrough=True)
+
+
+def prepare(path: str, args: argparse.Namespace, settings: DenoiseSettings, name: str = "",
+            log: bool = False) -> Prepared:
+    """Read a movie (``_read``; grey content for a grey model: ``match_model_channels``), check its frames
+    (``frame_check.check_frames``) and normalise it (``denoise_data.preprocess``). With ``log`` each finding is one
+    warning. A movie whose frames are all blank (or corrupt) is prepared to be passed through unchanged."""
+    movie = match_model_channels(_read(path, args, settings), args, settings, name, log)
+    check = check_frames(movie.frames, unit=movie.unit)
+    skipped = sorted(set(check.skipped) | set(movie.blank))
+    if len(skipped) == len(movie.frames):
+        if log:
+            what = "blank (constant) or corrupt" if check.corrupt else "blank (constant)"
+            logger.warning(f"{name}: all {len(skipped)} frames ({frame_span(len(skipped))}) are {what}: the movie is "
+                           "passed through unchanged (outputs written as read, no scores)")
+        return _passthrough(movie, check, skipped)
+    if log:
+        for line in describe_findings(check, name, extra_blank=movie.blank, skip_action=PASS_ACTION):
+            logger.warning(line)
     try:
-        data, norm, blank = preprocess(movie.frames, level=settings.level, unit=movie.unit, extra_blank=movie.blank)
+        data, norm, blank = preprocess(movie.frames, level=settings.level, unit=movie.unit, extra_blank=movie.blank,
+                                       check=check)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
-    return Prepared(movie, data, norm, blank)
+    return Prepared(movie, data, norm, blank, check)
+
+
+def prepare_movie(path: str, args: argparse.Namespace,
+                  settings: DenoiseSettings) -> Tuple[scans.Movie, np.ndarray, Normalisation, List[int]]:
+    """(movie, normalised frames, normalisation, skipped frames) of ``prepare``, for callers that need neither the
+    frame check nor the pass-through flag (bench/bench_denoise.py)."""
+    prepared = prepare(path, args, settings)
+    return prepared.movie, prepared.data, prepared.norm, prepared.blank
 
 
 def _movie_job(path: str, name: str, prepared: Prepared, args: argparse.Namespace) -> MovieJob:
@@ -165,7 +244,8 @@ def _movie_job(path: str, name: str, prepared: Prepared, args: argparse.Namespac
 
 
 def find_movies(args: argparse.Namespace, settings: DenoiseSettings) -> Tuple[List[MovieJob], Prepared]:
-    """Every movie of ``--input``, read and checked before any work: (jobs, the last movie prepared, for reuse)."""
+    """Every movie of ``--input``, read and checked before any work (the findings logged once, here): (jobs, the
+    last movie prepared, for reuse)."""
     paths = scans.find_movies(args.input)
     if args.reference and len(paths) > 1:
         raise UserError(f"--reference is the clean version of one movie, but --input {args.input} holds "
@@ -173,33 +253,27 @@ def find_movies(args: argparse.Namespace, settings: DenoiseSettings) -> Tuple[Li
     jobs: List[MovieJob] = []
     prepared = None
     for path, name in zip(paths, unique_stems(paths)):
-        prepared = prepare_movie(path, args, settings)
+        prepared = prepare(path, args, settings, name, log=True)
         jobs.append(_movie_job(path, name, prepared, args))
     return jobs, prepared
 
 
-def _read_reference(args: argparse.Namespace, job: MovieJob) -> scans.Movie:
-    """The ``--reference`` movie, which must have the input's shape."""
+def _read_reference(args: argparse.Namespace, job: MovieJob, settings: DenoiseSettings) -> scans.Movie:
+    """The ``--reference`` movie, which must have the input's shape (grey content read as grey, as the input)."""
     channel = args.channel if args.reference.lower().endswith(".asd") else None
     reference = scans.read_movie(args.reference, channel)
+    if job.shape[3] == 1:
+        reference = match_model_channels(reference, args, settings, "--reference", log=False)
     if reference.frames.shape != job.shape:
         raise UserError(f"--reference {args.reference} has shape {reference.frames.shape} but the input {job.path} "
                         f"has {job.shape} (T, H, W, C); pass the clean version of the same movie")
     return reference
 
 
-def _frame_list(indices: Sequence[int], shown: int = 8) -> str:
-    """'3, 7, 9' (1-based frame numbers, as the PNG names) or '3, 7, ... (12 in all)'."""
-    numbers = [str(t + 1) for t in indices]
-    if len(numbers) <= shown:
-        return ", ".join(numbers)
-    return f"{', '.join(numbers[:shown])}, ... ({len(numbers)} in all)"
-
-
 # ------------------------------------------------------------------------------------------------------------- run
 
 
-def denoise_array(frames: np.ndarray, blank: Sequence[int], loaded: Loaded, args: argparse.Namespace,
+def denoise_array(frames: np.ndarray, blank: List[int], loaded: Loaded, args: argparse.Namespace,
                   settings: DenoiseSettings, device: torch.device, desc: str) -> np.ndarray:
     """The model's output for every frame of a normalised movie, clipped to [0, 1]; blank frames are the input."""
     model, config = loaded
@@ -228,6 +302,38 @@ def _to_rgb8(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img)
 
 
+def _size(count: int) -> str:
+    """'3.9 MB', or '32 KB' under 1 MB."""
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} KB"
+
+
+def write_error(exc: OSError, path: str, needed: Optional[int] = None) -> UserError:
+    """One line for a failed write of the output ``path``: for a full disk (or numpy's short write, an OSError
+    without errno) it names the file, its folder, the space it needs (``needed`` bytes, when known) and the free
+    space there."""
+    folder = os.path.dirname(path) or "."
+    short_write = exc.errno is None and "requested and" in str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write:
+        free = free_bytes(folder)
+        parts = ([f"needs about {_size(needed)}"] if needed else []) + \
+            ([f"{_size(free)} free there"] if free is not None else [])
+        there = f" ({', '.join(parts)})" if parts else ""
+        what = "the disk quota is exceeded" if exc.errno == errno.EDQUOT else "no space left"
+        return UserError(f"{what} writing {os.path.basename(path)} in {folder}{there}: free some space or choose "
+                         "another --output")
+    return UserError(describe_os_error(OSError(exc.errno, exc.strerror or str(exc), path), "cannot write"))
+
+
+@contextlib.contextmanager
+def writing(path: str, needed: Optional[int] = None) -> Iterator[None]:
+    """Turn an ``OSError`` while writing the output ``path`` into ``write_error``'s one line (the atomic writers
+    leave nothing under the name)."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(exc, path, needed) from exc
+
+
 def save_png16(path: str, frame: np.ndarray) -> None:
     """Write an (H, W, C) frame on [0, 1] as a 16-bit grey or RGB PNG (0..65535), atomically."""
     values = np.round(np.clip(frame, 0.0, 1.0) * 65535.0).astype(np.uint16)
@@ -235,13 +341,25 @@ def save_png16(path: str, frame: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(values), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise UserError(f"cannot encode {path} as a 16-bit PNG")
-    atomic.write_bytes(path, buf.tobytes())
+    with writing(path, buf.nbytes):
+        atomic.write_bytes(path, buf.tobytes())
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    """``numpy.save`` atomically."""
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    """``numpy.save`` atomically; a full disk is ``write_error``'s one line and leaves nothing behind."""
+    with writing(path, array.nbytes), atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+def check_free_space(jobs: List[MovieJob], args: argparse.Namespace) -> None:
+    """Before any work: ``--output`` has room for the movies' ``.npy`` files at least (float32, exact), so a full
+    disk does not lose the denoising of a movie; the PNGs and previews need more."""
+    needed = sum(4 * int(np.prod(job.shape)) for job in jobs)
+    free = free_bytes(args.output)
+    if free is not None and free < needed:
+        raise UserError(f"not enough space in {args.output} for the outputs: the .npy files alone need "
+                        f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free there: free some space or choose "
+                        "another --output")
 
 
 def _movie_rate(movie: scans.Movie) -> Fraction:
@@ -255,29 +373,31 @@ def _movie_rate(movie: scans.Movie) -> Fraction:
 
 
 def _write_compare(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace) -> str:
-    """``<movie>_compare.png``: raw | denoised of ``COMPARE_FRAMES`` frames spread over the movie (not blank)."""
+    """``<movie>_compare.png``: raw | denoised of ``COMPARE_FRAMES`` frames spread over the movie (not skipped),
+    labelled with their frame indices (from 0)."""
     data, blank = prepared.data, prepared.blank
     usable = [t for t in range(len(out)) if t not in set(blank)] or list(range(len(out)))
     shown = sorted({usable[(len(usable) * k) // (COMPARE_FRAMES + 1)] for k in range(1, COMPARE_FRAMES + 1)})
-    rows = [[(f"raw {t + 1}", _to_rgb8(data[t])), (f"denoised {t + 1}", _to_rgb8(out[t]))] for t in shown]
+    rows = [[(f"raw {t}", _to_rgb8(data[t])), (f"denoised {t}", _to_rgb8(out[t]))] for t in shown]
     zoom = max(1, min(4, 128 // max(1, min(data.shape[1:3]))))
     compare = os.path.join(args.output, job.name + "_compare.png")
-    plots.panel_grid(compare, rows, crop_size=192, zoom=zoom)
+    with writing(compare):
+        plots.panel_grid(compare, rows, crop_size=192, zoom=zoom)
     return compare
 
 
 def write_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace) -> None:
-    """The outputs of one denoised movie: ``<movie>.npy`` in the input's units and shape (blank frames as read),
-    ``<movie>/00001.png ...`` (16-bit), the preview video and ``<movie>_compare.png``."""
-    movie, _, norm, blank = prepared
+    """The outputs of one denoised movie: ``<movie>.npy`` in the input's units and shape (skipped frames as read),
+    ``<movie>/00000.png ...`` (16-bit, named by frame index from 0), the preview video and ``<movie>_compare.png``."""
+    movie, norm = prepared.movie, prepared.norm
     units = norm.inverse(out)
-    for t in blank:
+    for t in prepared.blank:
         units[t] = movie.frames[t]
     npy = os.path.join(args.output, job.name + ".npy")
     save_npy(npy, units[..., 0] if job.squeeze else units)
     folder = os.path.join(args.output, job.name)
     for t in range(len(out)):
-        save_png16(os.path.join(folder, f"{t + 1:05d}.png"), out[t])
+        save_png16(os.path.join(folder, f"{t:05d}.png"), out[t])
     video = os.path.join(args.output, job.name + video_extension(args.codec))
     rate = _movie_rate(movie)
     write_video(video, (_to_rgb8(f) for f in out), rate, codec=args.codec, crf=args.crf, preset=args.preset,
@@ -294,7 +414,7 @@ def score_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, reference: O
                 loaded: Loaded, args: argparse.Namespace, settings: DenoiseSettings, device: torch.device) -> dict:
     """metrics.json entries of one movie: the no-reference scores (an extra pass of the model over the even frames),
     the fork's scores, and with ``reference`` PSNR/SSIM against it."""
-    _, data, norm, blank = prepared
+    data, norm, blank = prepared.data, prepared.norm, prepared.blank
     scores: dict = {}
     if len(data) >= 3:
         sub, sub_blank = denoise_eval.subsample(data, blank)
@@ -332,17 +452,22 @@ def _log_scores(name: str, result: dict) -> None:
 
 def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.Movie], loaded: Loaded,
                   args: argparse.Namespace, settings: DenoiseSettings, device: torch.device) -> dict:
-    """Denoise one movie, write its outputs and score it; returns its metrics.json entry."""
-    movie, data, norm, blank = prepared
-    if blank:
-        logger.warning(f"{job.name}: blank (constant) frame(s) {_frame_list(blank)}: passed through unchanged, never "
-                       "used as neighbours")
-    out = denoise_array(data, blank, loaded, args, settings, device, job.name)
+    """Denoise one movie (a pass-through movie as it is), write its outputs at once and score it; returns its
+    metrics.json entry (frame indices from 0)."""
+    movie, data, check = prepared.movie, prepared.data, prepared.check
+    if prepared.passthrough:
+        out = data.copy()
+    else:
+        out = denoise_array(data, prepared.blank, loaded, args, settings, device, job.name)
     write_movie(job, prepared, out, args)
     result = {"source": job.path, "frames": job.shape[0], "height": job.shape[1], "width": job.shape[2],
               "channels": job.shape[3], "channel": movie.channel, "unit": movie.unit,
-              "blank_frames": [int(t) for t in blank], "normalisation": norm.to_dict()}
-    if args.eval:
+              "blank_frames": prepared.blank_frames(), "corrupt_frames": [int(t) for t in check.corrupt],
+              "outlier_pixels": {str(t): int(n) for t, n in sorted(check.outliers.items())},
+              "normalisation": prepared.norm.to_dict()}
+    if prepared.passthrough:
+        result["passed_through"] = True
+    elif args.eval:
         result.update(score_movie(job, prepared, out, reference, loaded, args, settings, device))
         _log_scores(job.name, result)
     return result
@@ -368,8 +493,9 @@ PROTOCOL = {
 
 
 def denoise_summary(results: Dict[str, dict], args: argparse.Namespace, settings: DenoiseSettings,
-                    config: dict) -> dict:
-    """metrics.json content of a --denoise run: per movie, the average over movies, and the protocol."""
+                    config: dict, pending: Optional[List[str]] = None) -> dict:
+    """metrics.json content of a --denoise run: per movie, the average over movies, the movies not done yet
+    (``pending``, empty at the end) and the protocol."""
     average: Dict[str, dict] = {}
     for section, key in (("no_reference", "n2n_psnr"), ("ssim_to_cleanest", "ssim")):
         values: Dict[str, List[float]] = {}
@@ -385,7 +511,7 @@ def denoise_summary(results: Dict[str, dict], args: argparse.Namespace, settings
         "tile": args.tile, "tile_overlap": args.tile_overlap if args.tile else None, "precision": args.precision,
         **PROTOCOL, "psnr_cap_db": metrics.PSNR_MAX_DB,
     }
-    return {"movies": results, "average": average, "protocol": protocol}
+    return {"movies": results, "average": average, "movies_pending": list(pending or []), "protocol": protocol}
 
 
 # ------------------------------------------------------------------------------------------------------------- job
@@ -413,21 +539,24 @@ def denoise_movies(args: argparse.Namespace, device: torch.device) -> int:
     ``metrics.json`` sums them up. ``--model`` is checked already (``check_denoise_model``)."""
     settings = denoise_settings(args)
     jobs, last = find_movies(args, settings)
-    reference = _read_reference(args, jobs[0]) if args.reference else None
+    reference = _read_reference(args, jobs[0], settings) if args.reference else None
     loaded = load_models(jobs, args, device)
-    clips = [Clip(job.name, video=job.path, frame_count=job.shape[0]) for job in jobs]
+    clips = [MovieClip(job.name, video=job.path, frame_count=job.shape[0]) for job in jobs]
     check_output(clips, args, extra_inputs=[p for p in (args.reference, args.input) if p])
+    check_free_space(jobs, args)
     config = next(iter(loaded.values()))[1]
     _log_run(jobs, config, settings, args, device)
 
     start = time.time()
-    results = {}
-    for job in jobs:
-        prepared = last if job is jobs[-1] else prepare_movie(job.path, args, settings)  # one movie in memory
+    results: Dict[str, dict] = {}
+    path = os.path.join(args.output, "metrics.json")
+    for k, job in enumerate(tqdm(jobs, unit="movie", desc="movies", dynamic_ncols=True,
+                                 disable=not args.progress or len(jobs) < 2)):
+        prepared = last if job is jobs[-1] else prepare(job.path, args, settings)  # one movie in memory
         _warn_other_channel(job, prepared, settings)
         results[job.name] = denoise_movie(job, prepared, reference, loaded[job.shape[3]], args, settings, device)
-    summary = denoise_summary(results, args, settings, config)
-    path = os.path.join(args.output, "metrics.json")
-    atomic.write_text(path, json.dumps(summary, indent=2) + "\n")
+        summary = denoise_summary(results, args, settings, config, [j.name for j in jobs[k + 1 :]])
+        with writing(path):  # after every movie: a later failure keeps the scores of the movies done
+            atomic.write_text(path, json.dumps(summary, indent=2) + "\n")
     logger.info(f"done in {time.time() - start:.1f} s -> {path}")
     return 0

@@ -1,13 +1,14 @@
-"""The trainer's ``--denoise`` data: the movies at ``--data_dir`` / ``--eval_dir`` read and normalised one by one,
-their time-binned and resized copies (``--temporal_bin``, ``--spatial_scale``), and the ``DenoiseDataset`` cut from
-them (``--target``). Errors name the option and the movie.
+"""The trainer's ``--denoise`` data: the movies at ``--data_dir`` / ``--eval_dir`` read, checked
+(``frame_check.check_frames``: blank and corrupt frames, outlier pixels, each finding one warning) and normalised one
+by one, their time-binned and resized copies (``--temporal_bin``, ``--spatial_scale``), and the ``DenoiseDataset``
+cut from them (``--target``). Errors name the option and the movie; frames count from 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List
 
 import numpy as np
@@ -16,6 +17,7 @@ import denoise_data
 import logger
 import scans
 from errors import UserError
+from frame_check import check_frames, describe_findings
 
 
 @dataclass
@@ -24,9 +26,10 @@ class PreparedMovie:
 
     path: str
     frames: np.ndarray  # float32 (T, H, W, C) in [0, 1]
-    blank: List[int]
+    blank: List[int]  # skipped frames: blank (constant) or corrupt
     normalisation: denoise_data.Normalisation
     channel: str
+    corrupt: List[int] = field(default_factory=list)  # the corrupt ones among ``blank``
 
     @property
     def channels(self) -> int:
@@ -37,12 +40,34 @@ class PreparedMovie:
         norm = self.normalisation
         unit = f" {norm.unit}" if norm.unit else ""
         levelled = "levelled, " if norm.levelled else ""
+        corrupt = f", {len(self.corrupt)} corrupt" if self.corrupt else ""
         return (f"{self.path}: {t} frames of {w}x{h} px, {c} channel{'s' if c > 1 else ''} ({self.channel}), "
-                f"{len(self.blank)} blank; {levelled}[{norm.lo:.6g}, {norm.hi:.6g}]{unit} -> [0, 1]")
+                f"{len(self.blank) - len(self.corrupt)} blank{corrupt}; {levelled}[{norm.lo:.6g}, {norm.hi:.6g}]"
+                f"{unit} -> [0, 1]")
+
+
+def read_movie(movie_path: str, option: str, args: argparse.Namespace) -> PreparedMovie:
+    """One movie read with ``--channel`` (``--keep_truncated``), checked (each finding a warning) and preprocessed
+    with ``--level``; a movie without a usable frame is refused."""
+    movie = scans.read_movie(movie_path, channel=args.channel, keep_truncated=args.keep_truncated)  # names the file
+    check = check_frames(movie.frames, unit=movie.unit)
+    skipped = set(check.skipped) | set(movie.blank)
+    if len(skipped) == len(movie.frames):
+        what = "blank (constant) or corrupt" if check.corrupt else "blank (constant)"
+        raise UserError(f"{option} {movie_path}: all {len(skipped)} frames of the movie are {what}; nothing to "
+                        f"train on: leave it out of {option}")
+    for line in describe_findings(check, f"{option} {movie_path}", extra_blank=movie.blank):
+        logger.warning(line)
+    try:
+        frames, norm, blank = denoise_data.preprocess(movie.frames, level=args.level, unit=movie.unit,
+                                                      extra_blank=movie.blank, check=check)
+    except UserError as exc:
+        raise UserError(f"{option} {movie_path}: {exc}") from None
+    return PreparedMovie(movie_path, frames, blank, norm, movie.channel, corrupt=list(check.corrupt))
 
 
 def read_movies(path: str, option: str, args: argparse.Namespace) -> List[PreparedMovie]:
-    """Every movie at ``path`` (``scans.find_movies``), read with ``--channel`` and preprocessed with ``--level``.
+    """Every movie at ``path`` (``scans.find_movies``), each by ``read_movie``.
 
     All movies must have the same number of channels. Errors name ``option`` and the movie.
     """
@@ -50,15 +75,7 @@ def read_movies(path: str, option: str, args: argparse.Namespace) -> List[Prepar
         paths = scans.find_movies(path)
     except UserError as exc:
         raise UserError(f"{option}: {exc}") from None
-    movies = []
-    for movie_path in paths:
-        movie = scans.read_movie(movie_path, channel=args.channel)  # its errors name the file
-        try:
-            frames, norm, blank = denoise_data.preprocess(movie.frames, level=args.level, unit=movie.unit,
-                                                          extra_blank=movie.blank)
-        except UserError as exc:
-            raise UserError(f"{option} {movie_path}: {exc}") from None
-        movies.append(PreparedMovie(movie_path, frames, blank, norm, movie.channel))
+    movies = [read_movie(movie_path, option, args) for movie_path in paths]
     kinds = {m.channels: m for m in movies}
     if len(kinds) > 1:
         shown = "; ".join(f"{m.path} has {m.channels} channel{'s' if m.channels > 1 else ''}"

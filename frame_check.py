@@ -15,7 +15,8 @@ garbage frame cannot change the verdict on the other frames:
 
 Blank and corrupt frames are skipped (``FrameCheck.skipped``): kept as they are, never used as neighbours or for
 training. Frames with outlier pixels are still used; the normalisation leaves those pixels out and their values
-are not changed. ``describe_findings`` gives one log line per finding (frame numbers 1-based, as the PNG names).
+are not changed. ``describe_findings`` gives one log line per finding. Frames count from 0 everywhere (log lines,
+``metrics.json``, the tester's PNG names).
 """
 
 import bisect
@@ -31,6 +32,7 @@ WINDOW = 4
 LOW_PCT, MID_PCT, HIGH_PCT = 1.0, 50.0, 99.0
 
 SKIP_ACTION = "skipped: kept as it is, never used as a neighbour or for training"
+PASS_ACTION = "passed through unchanged, never used as a neighbour"  # the tester's words for skipped frames
 OUTLIER_ACTION = "the frame is still used; these pixels are left out of the normalisation, not replaced"
 
 
@@ -187,7 +189,8 @@ def check_frames(frames: np.ndarray, tol: float = BLANK_TOL, outlier_factor: flo
     outliers: Dict[int, int] = {}
     for t in range(count):
         if t in why:
-            findings.append(_corrupt_finding(frames[t], t, why[t], p1, p99, good, window, unit))
+            findings.append(_corrupt_finding(frames[t], t, why[t], (p1, mid, p99), good, window, outlier_factor,
+                                             unit))
         elif t not in skip:
             n = _count_pixels(_outside(frames[t], low[t], high[t]))
             if n:
@@ -197,12 +200,17 @@ def check_frames(frames: np.ndarray, tol: float = BLANK_TOL, outlier_factor: flo
     return FrameCheck(count, pixels, blank, corrupt, outliers, findings, low, high, typical)
 
 
-def _corrupt_finding(frame: np.ndarray, t: int, why: str, p1: np.ndarray, p99: np.ndarray, good: List[int],
-                     window: int, unit: str) -> Finding:
-    """A corrupt frame; ``pixels`` counts its values far (one spread) outside its neighbours' typical range."""
+def _corrupt_finding(frame: np.ndarray, t: int, why: str, stats: Tuple[np.ndarray, np.ndarray, np.ndarray],
+                     good: List[int], window: int, outlier_factor: float, unit: str) -> Finding:
+    """A corrupt frame; ``pixels`` counts its values far (one spread) outside its neighbours' typical range. That
+    range follows the frame's own median unless the median itself is what is wrong (scan movies drift in height
+    from frame to frame: only the values that do not belong count)."""
+    p1, mid, p99 = stats
     near = _neighbours(t, good, window) or good
     if near:
-        lo, hi = _median(p1[near]), _median(p99[near])
+        lo, centre, hi = _median(p1[near]), _median(mid[near]), _median(p99[near])
+        if np.isfinite(mid[t]) and abs(mid[t] - centre) <= outlier_factor * (hi - lo):
+            lo, hi = lo + mid[t] - centre, hi + mid[t] - centre
         n = _count_pixels(_outside(frame, 2 * lo - hi, 2 * hi - lo))
         detail = (f"corrupt ({why}; {n} of {frame.shape[0] * frame.shape[1]} pixels lie far outside their range "
                   f"{_value_range(unit, lo, hi)})")
@@ -232,26 +240,34 @@ def _outlier_finding(frame: np.ndarray, t: int, n: int, typical: Tuple[float, fl
 
 
 def frame_numbers(indices: Sequence[int], shown: int = 8) -> str:
-    """'3, 7, 9' (1-based frame numbers) or '3, 7, ... (12 in all)'."""
-    numbers = [str(int(t) + 1) for t in indices]
+    """'2, 6, 8' (frame indices, from 0) or '2, 6, ... (12 in all)'."""
+    numbers = [str(int(t)) for t in indices]
     if len(numbers) <= shown:
         return ", ".join(numbers)
     return f"{', '.join(numbers[:shown])}, ... ({len(numbers)} in all)"
 
 
+def frame_span(count: int) -> str:
+    """'frames 0-7': how a movie of ``count`` frames is numbered (from 0), for messages."""
+    return "frame 0 only" if count == 1 else f"frames 0-{count - 1}"
+
+
 def describe_findings(check: FrameCheck, name: str = "", shown: int = 10,
-                      extra_blank: Optional[Sequence[int]] = None) -> List[str]:
+                      extra_blank: Optional[Sequence[int]] = None, skip_action: str = SKIP_ACTION) -> List[str]:
     """Log lines for ``check``: one for all blank frames, one per corrupt frame and per frame with outlier pixels
     (at most ``shown`` of those, then one line with the rest's count). ``extra_blank``: further frames that will be
-    skipped as blank (e.g. ``Movie.blank``). Frame numbers are 1-based, "frame 4 of 8"."""
+    skipped as blank (e.g. ``Movie.blank``). ``skip_action`` says what happens to blank and corrupt frames (the
+    tester passes ``PASS_ACTION``). Frames count from 0: "frame 3 (frames 0-7)"."""
     prefix = f"{name}: " if name else ""
+    span = frame_span(check.count)
     lines = []
     blank = sorted(set(check.blank) | {int(t) for t in extra_blank or ()} - set(check.corrupt))
     if blank:
-        lines.append(f"{prefix}blank (constant) frame(s) {frame_numbers(blank)} of {check.count}: {SKIP_ACTION}")
+        lines.append(f"{prefix}blank (constant) frame(s) {frame_numbers(blank)} ({span}): {skip_action}")
     others = [f for f in check.findings if f.kind != "blank"]
     for f in others[:shown]:
-        lines.append(f"{prefix}frame {f.frame + 1} of {check.count}: {f.detail}; {f.action}")
+        action = skip_action if f.kind == "corrupt" else f.action
+        lines.append(f"{prefix}frame {f.frame} ({span}): {f.detail}; {action}")
     if len(others) > shown:
         rest = others[shown:]
         pixels = sum(f.pixels for f in rest if f.kind == "outliers")

@@ -6,9 +6,15 @@
 - an HS-AFM ``.asd`` file (heights in nm; our own reader, versions 0, 1 and 2 of the format);
 - a ``.npy`` stack ``(T, H, W)`` or ``(T, H, W, C)`` of any real dtype;
 - a folder of 8- or 16-bit PNG/TIFF frames (values as stored: 16-bit frames keep their 0..65535 values);
+- a multi-page TIFF stack (one frame per full-resolution page, in page order, 8/16-bit or float; values in the
+  ImageJ value calibration and unit when the file has them, or with the "z unit" that ``scan_writers`` records,
+  else as stored with unit "a.u."); a stack is a movie file like an ``.npy``, so a folder of stacks is a folder of
+  movies;
 - a video file (decoded RGB 0..255).
 
 ``find_movies`` lists the movies under a path. Constant (blank) frames are kept and listed in ``Movie.blank``.
+``channel_spread``, ``is_grey_content`` and ``to_grey`` tell grey content stored as RGB (a grey AFM movie exported to
+a video) and turn it into one grey channel.
 
 The ``.asd`` layout (little-endian throughout), as the public readers describe it:
 
@@ -38,6 +44,7 @@ bytes in one ``.asd`` frame) and outlier pixels.
 """
 
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -46,7 +53,17 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from errors import UserError, describe_os_error
-from video_io import VIDEO_EXTENSIONS, VideoError, is_image_file, is_video_file, iter_video, natural_key, read_image
+from video_io import (
+    VIDEO_EXTENSIONS,
+    VideoError,
+    is_image_file,
+    is_tiff_stack,
+    is_video_file,
+    iter_video,
+    list_frames,
+    natural_key,
+    read_image,
+)
 
 ASD_EXTENSION = ".asd"
 NPY_EXTENSION = ".npy"
@@ -60,6 +77,10 @@ ASD_AD_RANGES = {0x00000001: (1.0, False), 0x00000002: (2.5, False), 0x00000004:
 _HEADER_READ = 1 << 20  # bytes read for the file header; a larger header is treated as corrupt
 _MAX_PIXELS = 1 << 14
 _TEXT_CODECS = {932: "cp932", 1200: "utf-16-le", 20932: "euc_jp", 65001: "utf-8", 20127: "ascii"}
+STACK_UNIT = "a.u."  # unit of a TIFF stack without an ImageJ value unit
+_IMAGEJ_STRAIGHT_LINE = 0  # ImageJ calibration function "straight line": value = c0 + c1 * stored
+GREY_MEAN_TOL = 0.005  # grey content: mean channel spread at most 0.5 % of the full scale ...
+GREY_P99_TOL = 0.02  # ... and its 99th percentile at most 2 % (codec error; a tint of 10 levels in 255 is colour)
 
 
 class ScanError(UserError):
@@ -334,7 +355,8 @@ def read_asd(path: str, channel: Optional[str] = None, keep_truncated: bool = Fa
         what = (f"{path} is truncated: {h['file_bytes']} of the {h['expected_bytes']} bytes its header announces "
                 f"({complete} of {n} frames of channel {name} complete)")
         if not keep_truncated:
-            raise ScanError(f"{what}; copy the file again")
+            keep = f", or pass --keep_truncated to keep the {complete} complete frames" if complete else ""
+            raise ScanError(f"{what}; copy the file again{keep}")
         if complete == 0:
             raise ScanError(f"{what}; nothing to keep, copy the file again")
         warnings.warn(f"{what}; keeping the {complete} complete frames", stacklevel=2)
@@ -438,13 +460,9 @@ def _read_image(path: str) -> np.ndarray:
     return img
 
 
-def _read_frame_folder(folder: str) -> Movie:
-    names = [n for n in os.listdir(folder) if is_image_file(n) and not n.startswith(".")]
-    if not names:
-        movies = [n for n in os.listdir(folder) if _is_movie_file(n) and not n.startswith(".")]
-        hint = "; it holds movies: read them one by one (find_movies lists them)" if movies else ""
-        raise ScanError(f"no image frames (PNG/TIFF) in {folder}{hint}")
-    paths = [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+def _read_images(paths: List[str]) -> Tuple[np.ndarray, str]:
+    """Frames of equal size, channels and bit depth (image files or TIFF page paths): float32 (T, H, W, C) and the
+    stored dtype."""
     first = _read_image(paths[0])
     frames = np.empty((len(paths),) + first.shape, dtype=np.float32)
     for t, p in enumerate(paths):
@@ -459,9 +477,87 @@ def _read_frame_folder(folder: str) -> Movie:
         frames[t] = img
         if not np.isfinite(frames[t]).all():
             raise ScanError(f"{p} holds NaN or infinite values; fix or remove it")
+    return frames, str(first.dtype)
+
+
+def _read_frame_folder(folder: str) -> Movie:
+    names = sorted((n for n in os.listdir(folder) if is_image_file(n) and not n.startswith(".")), key=natural_key)
+    if not names:
+        movies = [n for n in os.listdir(folder) if _is_movie_file(os.path.join(folder, n)) and not n.startswith(".")]
+        hint = "; it holds movies: read them one by one (find_movies lists them)" if movies else ""
+        raise ScanError(f"no image frames (PNG/TIFF) in {folder}{hint}")
+    stacks = [n for n in names if is_tiff_stack(os.path.join(folder, n))]
+    if stacks == names and len(stacks) == 1:
+        return _read_stack(os.path.join(folder, stacks[0]))
+    if stacks == names:
+        raise ScanError(f"{folder} holds {len(stacks)} multi-page TIFF stacks, each a movie: read them one by one "
+                        "(find_movies lists them)")
+    if stacks:
+        raise ScanError(f"{folder} mixes single frames with a multi-page TIFF stack ({stacks[0]}), which is a movie "
+                        "of its own; keep the stack apart from the frames")
+    paths = [os.path.join(folder, n) for n in names]
+    frames, dtype = _read_images(paths)
     return Movie(frames=frames, unit="", name=_stem(folder), source=folder, channel=_colour_name(frames),
-                 blank=blank_frames(frames), info={"format": "frames", "dtype": str(first.dtype),
-                                                   "files": len(paths)})
+                 blank=blank_frames(frames), info={"format": "frames", "dtype": dtype, "files": len(paths)})
+
+
+def _tiff_metadata(path: str) -> Tuple[dict, str]:
+    """(ImageJ metadata, OME-XML text) of a TIFF file; empty when it has none or tifffile cannot read them."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return dict(tif.imagej_metadata or {}), str(tif.ome_metadata or "")
+    except (OSError, ValueError, IndexError, KeyError):
+        return {}, ""
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _stack_calibration(path: str) -> Tuple[float, float, str, Dict[str, object]]:
+    """(offset, factor, unit, info) of a TIFF stack's values: value = offset + factor x stored. The ImageJ
+    straight-line value calibration and value unit when the file has them; else the "z unit: X" line that
+    ``scan_writers`` puts into the ImageJ Info or the OME description; else the stored values in ``STACK_UNIT``.
+    ``info``: what was applied, and the frame interval (ImageJ finterval, OME TimeIncrement) as frame_time_ms."""
+    imagej, ome = _tiff_metadata(path)
+    info: Dict[str, object] = {"calibration": "none"}
+    seconds = _number(imagej.get("finterval"))
+    match = re.search(r'TimeIncrement="([^"]+)"', ome)
+    seconds = _number(match.group(1)) if match and not np.isfinite(seconds) else seconds
+    if np.isfinite(seconds) and seconds > 0:
+        info["frame_time_ms"] = 1000.0 * seconds
+    unit = str(imagej.get("vunit") or "").strip()
+    unit = "" if unit.lower() in ("gray value", "grey value") else unit
+    if not unit:
+        match = re.search(r"z unit: ([^\n<&]+)", str(imagej.get("Info", "")) + "\n" + ome)
+        unit = match.group(1).strip() if match else ""
+    unit = unit or STACK_UNIT
+    function = imagej.get("cf")
+    if function is None:
+        return 0.0, 1.0, unit, info
+    offset, factor = _number(imagej.get("c0", 0.0)), _number(imagej.get("c1", 1.0))
+    if function == _IMAGEJ_STRAIGHT_LINE and np.isfinite(offset) and np.isfinite(factor) and factor != 0:
+        info["calibration"] = f"ImageJ straight line {offset:g} + {factor:g} x stored"
+        return offset, factor, unit, info
+    info["calibration"] = f"ImageJ calibration function {function} not applied (stored values)"
+    return 0.0, 1.0, STACK_UNIT, info
+
+
+def _read_stack(path: str) -> Movie:
+    """A multi-page TIFF stack: its full-resolution pages in page order, in its value calibration if any."""
+    pages = list_frames(path)
+    frames, dtype = _read_images(pages)
+    offset, factor, unit, info = _stack_calibration(path)
+    if (offset, factor) != (0.0, 1.0):
+        frames = (offset + factor * frames.astype(np.float64)).astype(np.float32)
+    info.update(format="tiff", dtype=dtype, pages=len(pages))
+    return Movie(frames=frames, unit=unit, name=_stem(path), source=path, channel=_colour_name(frames),
+                 blank=blank_frames(frames), info=info)
 
 
 def _read_video(path: str) -> Movie:
@@ -470,13 +566,53 @@ def _read_video(path: str) -> Movie:
                  info={"format": "video"})
 
 
+def _full_scale(movie: Movie) -> float:
+    """The range colour differences are judged against: 255 for videos and 8-bit frames, 65535 for 16-bit ones,
+    else the movie's value range."""
+    if movie.info.get("format") == "video":
+        return 255.0
+    dtype = str(movie.info.get("dtype", ""))
+    if dtype in ("uint8", "uint16"):
+        return float(np.iinfo(dtype).max)
+    finite = movie.frames[np.isfinite(movie.frames)]
+    return float(finite.max() - finite.min()) if finite.size else 0.0
+
+
+def channel_spread(movie: Movie) -> Tuple[float, float]:
+    """Mean and 99th percentile, over all pixels, of each pixel's largest minus smallest colour channel, as fractions
+    of the full scale (``_full_scale``); (0, 0) for grey movies and movies without contrast."""
+    scale = _full_scale(movie)
+    if movie.frames.shape[3] == 1 or scale <= 0:
+        return 0.0, 0.0
+    spread = np.stack([f.max(axis=-1) - f.min(axis=-1) for f in movie.frames]).astype(np.float64) / scale
+    return float(spread.mean()), float(np.percentile(spread, 99))
+
+
+def is_grey_content(movie: Movie) -> bool:
+    """Whether a colour movie is grey as stored: its channels agree within codec error (``GREY_MEAN_TOL``,
+    ``GREY_P99_TOL``), as for a grey movie exported to a video, which always decodes as RGB."""
+    mean, p99 = channel_spread(movie)
+    return movie.frames.shape[3] == 3 and mean <= GREY_MEAN_TOL and p99 <= GREY_P99_TOL
+
+
+def to_grey(movie: Movie) -> Movie:
+    """The movie as one grey channel: the mean of its colour channels (for grey content, ``is_grey_content``)."""
+    if movie.frames.shape[3] == 1:
+        return movie
+    frames = movie.frames.astype(np.float64).mean(axis=3, keepdims=True).astype(np.float32)
+    info = dict(movie.info, converted_from=movie.channel)
+    return Movie(frames=frames, unit=movie.unit, name=movie.name, source=movie.source, channel="grey",
+                 blank=blank_frames(frames), info=info)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Entry points
 
 
 def _is_movie_file(path: str) -> bool:
+    """An .asd, .npy, video or multi-page TIFF file (the last is opened to count its pages)."""
     ext = os.path.splitext(path)[1].lower()
-    return ext in (ASD_EXTENSION, NPY_EXTENSION) or is_video_file(path)
+    return ext in (ASD_EXTENSION, NPY_EXTENSION) or is_video_file(path) or is_tiff_stack(path)
 
 
 def read_movie(path: str, channel: Optional[str] = None, keep_truncated: bool = False) -> Movie:
@@ -499,40 +635,51 @@ def read_movie(path: str, channel: Optional[str] = None, keep_truncated: bool = 
             movie = _read_npy(path)
         elif is_video_file(path):
             movie = _read_video(path)
+        elif is_tiff_stack(path):
+            movie = _read_stack(path)
         elif is_image_file(path):
-            raise ScanError(f"{path} is a single image; put the frames of a movie into a folder and pass the folder")
+            raise ScanError(_single_image(path))
         else:
             raise ScanError(f"{path}: unknown movie type {ext or '(no extension)'!r}; use .asd, .npy, a video "
-                            f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of PNG/TIFF frames")
+                            f"({', '.join(VIDEO_EXTENSIONS)}), a multi-page TIFF stack or a folder of PNG/TIFF "
+                            "frames")
     if channel is not None and str(channel).strip().lower().replace("gray", "grey") != movie.channel:
         raise ScanError(f"{path}: channel {channel!r} does not exist: only .asd files have selectable channels, "
                         f"this movie is {movie.channel}")
     return movie
 
 
+def _single_image(path: str) -> str:
+    return (f"{path} is a single image; put the frames of a movie into a folder and pass the folder (a multi-page "
+            "TIFF stack is read as a movie)")
+
+
 def find_movies(path: str) -> List[str]:
-    """The movies at ``path``: a movie file or a frame folder (itself), or a folder of movie files and frame folders
-    (natural order; hidden entries skipped)."""
+    """The movies at ``path``: a movie file or a frame folder (itself), or a folder of movie files (multi-page TIFF
+    stacks included) and frame folders (natural order; hidden entries skipped)."""
     path = os.fspath(path)
-    kinds = f"{', '.join(MOVIE_EXTENSIONS)} files or folders of PNG/TIFF frames"
+    kinds = f"{', '.join(MOVIE_EXTENSIONS)} files, multi-page TIFF stacks or folders of PNG/TIFF frames"
     if not os.path.exists(path):
         raise ScanError(f"not found: {path}; give a movie file, a folder of frames or a folder of movies")
     if os.path.isfile(path):
         if _is_movie_file(path):
             return [path]
+        if is_image_file(path):
+            raise ScanError(_single_image(path))
         raise ScanError(f"{path} is not a movie; expected {kinds}")
     try:
         names = sorted((n for n in os.listdir(path) if not n.startswith(".")), key=natural_key)
     except OSError as exc:
         raise ScanError(describe_os_error(exc, "cannot list")) from exc
-    frames = [n for n in names if is_image_file(n) and os.path.isfile(os.path.join(path, n))]
     movies = []
     for n in names:
         p = os.path.join(path, n)
-        if os.path.isfile(p) and _is_movie_file(n):
+        if os.path.isfile(p) and _is_movie_file(p):
             movies.append(p)
         elif os.path.isdir(p) and any(is_image_file(m) and not m.startswith(".") for m in os.listdir(p)):
             movies.append(p)
+    frames = [n for n in names if is_image_file(n) and os.path.join(path, n) not in movies
+              and os.path.isfile(os.path.join(path, n))]
     if frames and movies:
         raise ScanError(f"{path} mixes image frames with movies ({os.path.basename(movies[0])}); keep the frames of "
                         "a movie in a folder of their own")

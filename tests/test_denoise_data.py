@@ -98,7 +98,7 @@ def test_one_spike_pixel_blanks_no_frame_and_is_reported():
     check = frame_check.check_frames(movie)
     assert check.outliers == {3: 1} and check.corrupt == []
     lines = frame_check.describe_findings(check, "s")
-    assert lines == [f"s: frame 4 of 8: 1 outlier pixel (the most extreme is 1e+04; the frames typically span "
+    assert lines == [f"s: frame 3 (frames 0-7): 1 outlier pixel (the most extreme is 1e+04; the frames typically span "
                      f"{check.typical[0]:.4g} to {check.typical[1]:.4g}); {frame_check.OUTLIER_ACTION}"]
     out, norm, blank = preprocess(movie, level=False)
     assert blank == [] and out.shape == (8, 32, 32, 1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from frame_check import SKIP_ACTION, check_frames, describe_findings, frame_numbers
+from frame_check import PASS_ACTION, SKIP_ACTION, check_frames, describe_findings, frame_numbers, frame_span
 
 
 def noisy_movie(t=8, h=32, w=32, channels=1, seed=0) -> np.ndarray:
@@ -47,6 +47,17 @@ def test_a_garbage_frame_is_corrupt_and_does_not_blank_the_others():
     (finding,) = check.findings
     assert finding.kind == "corrupt" and finding.frame == 0 and 90 <= finding.pixels <= 100
     assert not check.outlier_mask(movie)[0].any()  # skipped frames are not masked: they are left out whole
+
+
+def test_a_garbage_frame_counts_only_its_garbage_when_the_movie_drifts_in_height():
+    """HS-AFM frames drift by many in-frame spreads from scan to scan: the corrupt frame's pixel count follows its
+    own median, so only the garbage values count."""
+    rng = np.random.default_rng(6)
+    movie = noisy_movie() + 10.0 * np.arange(8)[:, None, None, None]  # 10 per frame; in-frame spread about 0.8
+    movie[0].ravel()[:100] = rng.uniform(-5000, 5000, size=100)
+    check = check_frames(movie)
+    assert check.corrupt == [0] and check.blank == [] and check.outliers == {}
+    assert 90 <= check.findings[0].pixels <= 100
 
 
 def test_a_frame_shifted_far_from_its_neighbours_is_corrupt():
@@ -103,13 +114,26 @@ def test_describe_findings_gives_one_line_per_finding():
     movie[9].ravel()[:400] = np.random.default_rng(5).uniform(-1e3, 1e3, size=400)
     lines = describe_findings(check_frames(movie, unit="nm"), "scan")
     assert len(lines) == 3 and all("\n" not in line for line in lines)
-    assert lines[0].startswith("scan: blank (constant) frame(s) 8 of 12: skipped")
-    assert lines[1].startswith("scan: frame 4 of 12: 2 outlier pixels (the most extreme is ")
+    # Frames count from 0, as in metrics.json and the tester's PNG names.
+    assert lines[0].startswith("scan: blank (constant) frame(s) 7 (frames 0-11): skipped")
+    assert lines[1].startswith("scan: frame 3 (frames 0-11): 2 outlier pixels (the most extreme is ")
     assert " nm" in lines[1] and "not replaced" in lines[1]
-    assert lines[2].startswith("scan: frame 10 of 12: corrupt (its values spread ") and "never used" in lines[2]
+    assert lines[2].startswith("scan: frame 9 (frames 0-11): corrupt (its values spread ") and "never used" in lines[2]
     assert describe_findings(check_frames(noisy_movie())) == []
     extra = describe_findings(check_frames(noisy_movie()), "m", extra_blank=[2])
-    assert extra == [f"m: blank (constant) frame(s) 3 of 8: {SKIP_ACTION}"]
+    assert extra == [f"m: blank (constant) frame(s) 2 (frames 0-7): {SKIP_ACTION}"]
+
+
+def test_describe_findings_says_what_the_caller_does_with_skipped_frames():
+    movie = noisy_movie(t=12)
+    movie[3, 5, 5] = 1e4
+    movie[7] = 0.5
+    movie[9].ravel()[:400] = np.random.default_rng(5).uniform(-1e3, 1e3, size=400)
+    lines = describe_findings(check_frames(movie), "scan", skip_action=PASS_ACTION)
+    assert lines[0] == f"scan: blank (constant) frame(s) 7 (frames 0-11): {PASS_ACTION}"
+    assert lines[2].endswith(f"; {PASS_ACTION}") and "training" not in " ".join(lines)
+    assert lines[1].endswith("not replaced")  # outlier pixels: the frame is used either way
+    assert frame_span(1) == "frame 0 only" and frame_span(8) == "frames 0-7"
 
 
 def test_describe_findings_caps_the_lines():
@@ -119,5 +143,5 @@ def test_describe_findings_caps_the_lines():
     lines = describe_findings(check_frames(movie), "m", shown=3)
     assert len(lines) == 4
     assert lines[3] == ("m: ... and 17 more finding(s): 0 corrupt frame(s), 17 outlier pixel(s) in 17 frame(s), in "
-                        "frames 4, 5, 6, 7, 8, 9, 10, 11, ... (17 in all)")
-    assert frame_numbers([0, 1, 2]) == "1, 2, 3"
+                        "frames 3, 4, 5, 6, 7, 8, 9, 10, ... (17 in all)")
+    assert frame_numbers([0, 1, 2]) == "0, 1, 2"

@@ -183,7 +183,8 @@ def test_read_movie_keep_truncated_keeps_the_complete_frames(tmp_path):
     tp, ph = levels(), levels(seed=1)
     path = tmp_path / "cut.asd"
     path.write_bytes(asd_bytes(1, [tp, ph])[:-1])
-    with pytest.raises(ScanError, match=r"\(4 of 4 frames of channel topography complete\); copy the file again"):
+    with pytest.raises(ScanError, match=r"\(4 of 4 frames of channel topography complete\); copy the file again, "
+                                        "or pass --keep_truncated to keep the 4 complete frames"):
         read_movie(str(path))
     with pytest.warns(UserWarning, match="keeping the 4 complete frames"):
         movie = read_movie(str(path), keep_truncated=True)
@@ -212,7 +213,7 @@ def test_asd_garbage_in_one_frame_is_corrupt_not_blank(tmp_path):
     check = frame_check.check_frames(movie.frames, unit=movie.unit)
     assert check.corrupt == [0] and check.blank == [] and check.outliers == {}
     (line,) = frame_check.describe_findings(check, "garbage", extra_blank=movie.blank)
-    assert line.startswith("garbage: frame 1 of 8: corrupt (its values spread ") and "nm" in line
+    assert line.startswith("garbage: frame 0 (frames 0-7): corrupt (its values spread ") and "nm" in line
     assert "constant" not in line and "pixels lie far outside their range" in line
     _, norm, skipped = denoise_data.preprocess(movie.frames, unit=movie.unit, extra_blank=movie.blank, check=check)
     assert skipped == [0] and norm.hi - norm.lo < 100  # nm: the garbage did not enter the normalisation
@@ -514,6 +515,98 @@ def test_find_movies_errors(tmp_path):
     with pytest.raises(ScanError, match="find_movies lists them"):
         read_movie(str(movies_only))
     assert issubclass(ScanError, UserError)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Multi-page TIFF stacks (issue 22: D22, D23)
+
+
+def _stack(path, pages, **kw):
+    import tifffile
+
+    tifffile.imwrite(str(path), np.asarray(pages), photometric="minisblack", **kw)
+    return str(path)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_a_tiff_stack_is_a_movie_in_page_order(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    pages = (rng.random((8, 6, 7)) * (255 if dtype == "uint8" else 65535)).astype(dtype)
+    path = _stack(tmp_path / "stack.tif", pages)
+    assert find_movies(path) == [path]
+    movie = read_movie(path)
+    assert movie.frames.shape == (8, 6, 7, 1) and movie.channel == "grey" and movie.name == "stack"
+    np.testing.assert_array_equal(movie.frames[..., 0], pages.astype(np.float32))
+    assert movie.unit == "a.u." and movie.info["format"] == "tiff" and movie.info["dtype"] == dtype
+    assert movie.info["pages"] == 8 and movie.info["calibration"] == "none"
+
+
+def test_tiff_stack_units_from_imagej_or_the_projects_own_writer(tmp_path):
+    import scan_writers
+
+    pages = np.random.default_rng(1).integers(0, 4096, (3, 5, 6)).astype(np.uint16)
+    calibrated = _stack(tmp_path / "cal.tif", pages, imagej=True,
+                        metadata={"axes": "ZYX", "vunit": "nm", "cf": 0, "c0": -10.0, "c1": 0.01, "finterval": 0.5})
+    movie = read_movie(calibrated)
+    assert movie.unit == "nm" and movie.info["frame_time_ms"] == 500.0
+    np.testing.assert_allclose(movie.frames[..., 0], -10.0 + 0.01 * pages, rtol=1e-6)
+    other = read_movie(_stack(tmp_path / "od.tif", pages, imagej=True, metadata={"axes": "ZYX", "cf": 21}))
+    assert other.unit == "a.u." and "not applied" in other.info["calibration"]
+    np.testing.assert_array_equal(other.frames[..., 0], pages)
+    heights = np.random.default_rng(2).normal(5.0, 1.0, (4, 5, 6)).astype(np.float32)
+    for name in ("written.tif", "written.ome.tif"):
+        scan_writers.write_tiff_stack(str(tmp_path / name), heights, unit="nm", pixel_size=2.0, fps=4.0)
+        back = read_movie(str(tmp_path / name))
+        assert back.unit == "nm" and back.info["frame_time_ms"] == 250.0, name
+        np.testing.assert_array_equal(back.frames[..., 0], heights)
+
+
+def test_folders_of_stacks_are_folders_of_movies(tmp_path):
+    pages = np.random.default_rng(3).integers(0, 255, (4, 5, 6)).astype(np.uint8)
+    one = tmp_path / "one"
+    one.mkdir()
+    stack = _stack(one / "s.tif", pages)
+    assert find_movies(str(one)) == [stack]  # issue 22 D23: the folder's stack was read as its first page
+    assert read_movie(str(one)).frames.shape == (4, 5, 6, 1)
+    _stack(one / "t.tif", pages[:2])
+    assert find_movies(str(one)) == [stack, str(one / "t.tif")]
+    with pytest.raises(ScanError, match="holds 2 multi-page TIFF stacks, each a movie"):
+        read_movie(str(one))
+    cv2.imwrite(str(one / "frame.tif"), pages[0])
+    with pytest.raises(ScanError, match="mixes image frames with movies"):
+        find_movies(str(one))
+    with pytest.raises(ScanError, match=r"mixes single frames with a multi-page TIFF stack \(s.tif\)"):
+        read_movie(str(one))
+    single = _stack(tmp_path / "single.tif", pages[:1])
+    for call in (find_movies, read_movie):
+        with pytest.raises(ScanError, match=r"is a single image; .* \(a multi-page TIFF stack is read as a movie\)"):
+            call(single)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grey content stored as RGB (issue 22: D34)
+
+
+def test_grey_content_in_a_video_is_told_from_colour(tmp_path):
+    from scans import channel_spread, is_grey_content, to_grey
+    from video_io import write_video
+
+    rng = np.random.default_rng(4)
+    grey = [np.repeat(rng.integers(0, 256, (32, 48, 1), dtype=np.uint8), 3, axis=2) for _ in range(4)]
+    write_video(str(tmp_path / "grey.mp4"), grey, 10)
+    movie = read_movie(str(tmp_path / "grey.mp4"))
+    assert movie.frames.shape[3] == 3 and is_grey_content(movie) and channel_spread(movie)[0] < 0.005
+    as_grey = to_grey(movie)
+    assert as_grey.frames.shape == (4, 32, 48, 1) and as_grey.channel == "grey"
+    assert as_grey.info["converted_from"] == "rgb" and as_grey.info["format"] == "video"
+    np.testing.assert_allclose(as_grey.frames[..., 0], movie.frames.mean(axis=3), atol=1e-4)
+    tinted = [np.concatenate([f[..., :2], np.clip(f[..., 2:].astype(int) + 10, 0, 255).astype(np.uint8)], axis=2)
+              for f in grey]  # 10 levels of 255 more blue: a tint, colour
+    write_video(str(tmp_path / "tint.mp4"), tinted, 10)
+    tint = read_movie(str(tmp_path / "tint.mp4"))
+    assert not is_grey_content(tint) and channel_spread(tint)[0] > 0.02
+    np.save(tmp_path / "g.npy", np.zeros((2, 4, 4)))
+    assert not is_grey_content(read_movie(str(tmp_path / "g.npy")))  # one channel already
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -10,14 +10,17 @@ import pytest
 import torch
 from conftest import TINY_NET
 from conftest import run_tester as _cli
-from test_scans import levels, write_asd
+from test_scans import asd_bytes, levels, write_asd
 from torch import nn
 
 import denoise_data
 import denoise_eval
+import denoise_job
 import inference
 import iSeeBetterTest as tester
-from video_io import video_info
+import scans
+from errors import UserError
+from video_io import video_info, write_video
 
 METHODS = ("raw", "mean3", "mean5", "mean7", "mean3_blur", "model")
 GREY_NET = dict(TINY_NET, num_channels=1, scale_factor=1)
@@ -108,8 +111,8 @@ def test_denoise_writes_every_output_in_the_input_units(movie, grey_ckpt, tmp_pa
     assert 95 < result.min() and result.max() < 105 and abs(float(np.median(result)) - 100) < 2
 
     pngs = sorted(os.listdir(out / "scan"))
-    assert pngs == [f"{t:05d}.png" for t in range(1, 8)]
-    first = cv2.imread(str(out / "scan" / "00001.png"), cv2.IMREAD_UNCHANGED)
+    assert pngs == [f"{t:05d}.png" for t in range(7)]  # named by frame index, from 0 like metrics.json
+    first = cv2.imread(str(out / "scan" / "00000.png"), cv2.IMREAD_UNCHANGED)
     assert first.dtype == np.uint16 and first.shape == (24, 32) and first.max() > 255
     info = video_info(str(out / "scan.mp4"))
     assert info["frame_count"] == 7 and (info["width"], info["height"]) == (32, 24)
@@ -118,7 +121,9 @@ def test_denoise_writes_every_output_in_the_input_units(movie, grey_ckpt, tmp_pa
 
     report = json.loads((out / "metrics.json").read_text())
     entry = report["movies"]["scan"]
-    assert entry["frames"] == 7 and entry["blank_frames"] == [] and entry["normalisation"]["levelled"] is False
+    assert entry["frames"] == 7 and entry["blank_frames"] == entry["corrupt_frames"] == [] and \
+        entry["outlier_pixels"] == {} and entry["normalisation"]["levelled"] is False
+    assert report["movies_pending"] == []
     n2n = entry["no_reference"]["n2n_psnr"]
     assert set(n2n) == set(METHODS) and all(np.isfinite(v) for v in n2n.values())
     assert entry["no_reference"]["frames"] == 2  # indices 2 and 4 have both held-out neighbours (1|3, 3|5)
@@ -160,7 +165,7 @@ def test_blank_frames_are_passed_through_unchanged(tmp_path, grey_ckpt, capsys):
     np.save(tmp_path / "blank.npy", noisy)
     out = tmp_path / "out"
     err = _denoise(tmp_path / "blank.npy", out, grey_ckpt, capsys)
-    assert "blank (constant) frame(s) 4" in err
+    assert "blank: blank (constant) frame(s) 3 (frames 0-8): passed through unchanged" in err
     result = np.load(out / "blank.npy")
     assert np.all(result[3] == 7.0) and np.all(np.isfinite(result))
     entry = json.loads((out / "metrics.json").read_text())["movies"]["blank"]
@@ -245,6 +250,148 @@ def test_short_movie_is_padded_by_the_edge_rule_like_upscaling(tmp_path, grey_ck
     err = _denoise(tmp_path / "two.npy", out, grey_ckpt, capsys, "--edge", "reflect")
     assert np.load(out / "two.npy").shape == (2, 24, 32)
     assert "too few for the no-reference scores" in err
+
+
+# ------------------------------------------------------------------------- frame checks and odd inputs (issue 22)
+
+
+def _entry(out, name):
+    return json.loads((out / "metrics.json").read_text())["movies"][name]
+
+
+def _warning_lines(err):
+    return [line for line in err.splitlines() if line.startswith("[ WARNING]")]
+
+
+def test_one_spike_pixel_is_reported_and_every_frame_is_denoised(tmp_path, grey_ckpt, capsys):
+    """D12: one 1e4 pixel (2000x the movie's range) used to make the other 7 frames 'blank', passed through."""
+    _, noisy = _nm_movie(t_count=8)
+    noisy[3, 5, 5] = 1e4
+    np.save(tmp_path / "spike.npy", noisy)
+    out = tmp_path / "out"
+    err = _denoise(tmp_path / "spike.npy", out, grey_ckpt, capsys, "--no-level", "--no-eval")
+    (line,) = _warning_lines(err)
+    assert "spike: frame 3 (frames 0-7): 1 outlier pixel (the most extreme is 1e+04;" in line
+    result = np.load(out / "spike.npy")
+    assert all(not np.allclose(result[t], noisy[t], atol=1e-3) for t in range(8))  # every frame denoised
+    entry = _entry(out, "spike")
+    assert entry["blank_frames"] == entry["corrupt_frames"] == [] and entry["outlier_pixels"] == {"3": 1}
+
+
+def test_garbage_in_one_asd_frame_is_reported_corrupt_and_the_others_are_denoised(tmp_path, grey_ckpt, capsys):
+    """D11: 1000 random bytes in frame 0's levels used to make the seven good frames 'blank'."""
+    rng = np.random.default_rng(7)
+    tp = np.clip(2048 + 40 * np.sin(np.arange(32) / 5)[None, None, :] + rng.normal(0, 8, (8, 24, 32)), 0, 4095)
+    data = bytearray(asd_bytes(1, [tp.astype(np.int16)], kinds=("TP", "")))
+    start = len(data) - 8 * (32 + 2 * 24 * 32)  # frame 0's header
+    data[start + 100 : start + 1100] = rng.integers(0, 256, size=1000, dtype=np.uint8).tobytes()
+    path = tmp_path / "garbage.asd"
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    err = _denoise(path, out, grey_ckpt, capsys, "--no-level", "--no-eval")
+    (line,) = _warning_lines(err)
+    assert "garbage: frame 0 (frames 0-7): corrupt (its values spread " in line and "blank" not in line
+    assert line.endswith("passed through unchanged, never used as a neighbour")
+    raw = scans.read_movie(str(path)).frames[..., 0]
+    result = np.load(out / "garbage.npy")
+    np.testing.assert_array_equal(result[0], raw[0])  # kept as read
+    assert all(not np.allclose(result[t], raw[t], atol=1e-3) for t in range(1, 8))
+    entry = _entry(out, "garbage")
+    assert entry["corrupt_frames"] == [0] and entry["blank_frames"] == [] and entry["unit"] == "nm"
+
+
+def test_keep_truncated_keeps_the_complete_frames_of_a_cut_asd(tmp_path, grey_ckpt, capsys):
+    """D02: only the phase channel is cut by one byte; the topography is whole."""
+    path = tmp_path / "cut.asd"
+    path.write_bytes(asd_bytes(1, [levels(6, 16, 20), levels(6, 16, 20, seed=1)])[:-1])
+    refused = tmp_path / "refused"
+    code, err = _cli(["--denoise", "-i", str(path), "-o", str(refused), "-m", grey_ckpt, "--device", "cpu"], capsys)
+    line = _one_error(err)
+    assert code == 2 and "is truncated" in line and "pass --keep_truncated to keep the 6 complete frames" in line
+    assert not refused.exists() or _files(refused) == []
+    out = tmp_path / "kept"
+    err = _denoise(path, out, grey_ckpt, capsys, "--no-eval", "--keep_truncated")
+    assert "keeping the 6 complete frames" in err
+    assert np.load(out / "cut.npy").shape == (6, 16, 20) and len(os.listdir(out / "cut")) == 6
+
+
+def test_an_all_blank_movie_is_passed_through_with_one_warning(tmp_path, grey_ckpt, capsys):
+    """D17: the tester said 'nothing to train on' and stopped."""
+    frames = np.full((4, 24, 32), 3.0, np.float32)
+    frames[2] = 5.0
+    np.save(tmp_path / "const.npy", frames)
+    out = tmp_path / "out"
+    err = _denoise(tmp_path / "const.npy", out, grey_ckpt, capsys)
+    assert _warning_lines(err) == ["[ WARNING] const: all 4 frames (frames 0-3) are blank (constant): the movie is "
+                                   "passed through unchanged (outputs written as read, no scores)"]
+    assert "train" not in err
+    np.testing.assert_array_equal(np.load(out / "const.npy"), frames)
+    assert sorted(os.listdir(out / "const")) == [f"{t:05d}.png" for t in range(4)]
+    assert video_info(str(out / "const.mp4"))["frame_count"] == 4 and (out / "const_compare.png").is_file()
+    entry = _entry(out, "const")
+    assert entry["passed_through"] is True and entry["blank_frames"] == [0, 1, 2, 3] and "no_reference" not in entry
+
+
+def test_a_grey_video_uses_the_grey_model_and_a_colour_one_is_refused(tmp_path, grey_ckpt, capsys):
+    """D34: videos decode as RGB, so a grey AFM movie exported to mp4 could never use a grey denoiser."""
+    _, noisy = _nm_movie(t_count=5)
+    grey = [np.repeat(np.clip((f - 98.0) * 60.0, 0, 255).astype(np.uint8)[..., None], 3, axis=2) for f in noisy]
+    write_video(str(tmp_path / "afm.mp4"), grey, 10)
+    out = tmp_path / "out"
+    err = _denoise(tmp_path / "afm.mp4", out, grey_ckpt, capsys, "--no-eval")
+    assert "afm: the video is grey content stored as RGB" in err
+    assert np.load(out / "afm.npy").shape == (5, 24, 32)
+    entry = _entry(out, "afm")
+    assert entry["channels"] == 1 and entry["channel"] == "grey"
+    tinted = [np.concatenate([f[..., :2], f[..., 2:] // 2], axis=2) for f in grey]
+    write_video(str(tmp_path / "tint.mp4"), tinted, 10)
+    code, err = _cli(["--denoise", "-i", str(tmp_path / "tint.mp4"), "-o", str(tmp_path / "o2"), "-m", grey_ckpt],
+                     capsys)
+    line = _one_error(err)
+    assert code == 2 and "tint.mp4 is a colour video (its colour channels differ by " in line
+    assert line.endswith("convert the video to grey first, or pass a model trained on colour data")
+
+
+def test_a_tiff_stack_file_is_a_movie(tmp_path, grey_ckpt, capsys):
+    """D22: a multi-page TIFF given as --input was 'not a movie'."""
+    import tifffile
+
+    _, noisy = _nm_movie(t_count=6)
+    pages = ((noisy - noisy.min()) / np.ptp(noisy) * 60000).astype(np.uint16)
+    tifffile.imwrite(str(tmp_path / "stack.tif"), pages, photometric="minisblack")
+    out = tmp_path / "out"
+    _denoise(tmp_path / "stack.tif", out, grey_ckpt, capsys, "--no-eval")
+    assert np.load(out / "stack.npy").shape == (6, 24, 32)
+    assert sorted(os.listdir(out / "stack")) == [f"{t:05d}.png" for t in range(6)]
+    assert _entry(out, "stack")["unit"] == "a.u."
+    _denoise(tmp_path / "stack.tif", out, grey_ckpt, capsys, "--no-eval")  # a rerun replaces its own 0-based frames
+
+
+def test_each_movie_is_written_when_done_with_progress_over_movies(tmp_path, grey_ckpt, capsys, monkeypatch):
+    """Issue 20: a movie's outputs (and metrics.json) are written as soon as it is done; tqdm over the movies and
+    their frames unless --no-progress."""
+    folder = tmp_path / "movies"
+    folder.mkdir()
+    for seed, name in enumerate(("a", "b")):
+        np.save(folder / f"{name}.npy", _nm_movie(t_count=4, seed=seed)[1])
+    real = denoise_job.denoise_movie
+
+    def stop_at_b(job, *args, **kwargs):
+        if job.name == "b":
+            raise UserError("stopped at b")
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(denoise_job, "denoise_movie", stop_at_b)
+    out = tmp_path / "out"
+    code, err = _cli(["--denoise", "-i", str(folder), "-o", str(out), "-m", grey_ckpt, "--no-eval"], capsys)
+    assert code == 2 and "stopped at b" in _one_error(err)
+    assert np.load(out / "a.npy").shape == (4, 24, 32) and (out / "a_compare.png").is_file()
+    report = json.loads((out / "metrics.json").read_text())
+    assert list(report["movies"]) == ["a"] and report["movies_pending"] == ["b"]
+    assert "movies:  50%" in err and "a: 100%" in err  # the bars over movies and over a's frames
+    monkeypatch.setattr(denoise_job, "denoise_movie", real)
+    err = _denoise(folder, tmp_path / "quiet", grey_ckpt, capsys, "--no-eval", "--no-progress")
+    assert "%|" not in err and json.loads((tmp_path / "quiet" / "metrics.json").read_text())["movies_pending"] == []
 
 
 # ------------------------------------------------------------------------------------------ tiles and windows
@@ -385,9 +532,6 @@ def _write_bad(tmp_path, case):
     if case == "unknown_channel":
         np.save(folder / "m.npy", noisy)
         return [str(folder / "m.npy")], ["--channel", "phase"], "channel 'phase' does not exist"
-    if case == "all_blank":
-        np.save(folder / "m.npy", np.full((4, 24, 32), 3.0, np.float32))
-        return [str(folder / "m.npy")], [], "blank"
     if case == "too_small":
         np.save(folder / "m.npy", noisy[:, :8, :8])
         return [str(folder / "m.npy")], [], "pass --no-eval"
@@ -401,8 +545,8 @@ def _write_bad(tmp_path, case):
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["wrong_shape", "two_d", "nan", "truncated_asd", "unknown_channel", "all_blank",
-                                  "too_small", "reference_shape", "output_is_input_folder"])
+@pytest.mark.parametrize("case", ["wrong_shape", "two_d", "nan", "truncated_asd", "unknown_channel", "too_small",
+                                  "reference_shape", "output_is_input_folder"])
 def test_bad_movies_are_one_line_errors_and_nothing_is_written(case, tmp_path, grey_ckpt, capsys):
     inputs, extra, expected = _write_bad(tmp_path, case)
     before = {p: open(os.path.join(tmp_path, "in", p), "rb").read() for p in _files(tmp_path / "in")}

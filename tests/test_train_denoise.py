@@ -350,6 +350,30 @@ def test_movie_with_nan_is_refused(tmp_path):
         run(["--data_dir", path, "--save_folder", tmp_path / "run"] + ONE_STEP)
 
 
+def test_a_spike_pixel_does_not_stop_training(tmp_path, caplog):
+    """Issue 22 (E08): one 1e4 pixel made the other frames 'blank': 'no movie has 4 consecutive non-blank frames'."""
+    movie = noisy_movie(frames=8)
+    movie[3, 5, 5] = 1e4
+    path = save_movie(tmp_path / "spike.npy", movie)
+    with caplog.at_level("INFO"):
+        assert run(["--data_dir", path, "--save_folder", tmp_path / "run"] + ONE_STEP) == 0
+    assert "frame 3 (frames 0-7): 1 outlier pixel" in caplog.text
+    assert "training samples: 5," in caplog.text  # every 4-frame window of the 8 frames
+
+
+def test_an_all_blank_movie_is_refused_and_keep_truncated_keeps_a_cut_asd(tmp_path):
+    from test_scans import asd_bytes, levels
+
+    flat = save_movie(tmp_path / "flat.npy", np.full((8, 32, 32), 2.0, np.float32))
+    with pytest.raises(UserError, match="all 8 frames of the movie are blank \\(constant\\); nothing to train on"):
+        run(["--data_dir", flat, "--save_folder", tmp_path / "run"] + ONE_STEP)
+    cut = tmp_path / "cut.asd"
+    cut.write_bytes(asd_bytes(1, [levels(8, 32, 32), levels(8, 32, 32, seed=1)])[:-1])
+    with pytest.raises(UserError, match="pass --keep_truncated to keep the 8 complete frames"):
+        run(["--data_dir", cut, "--save_folder", tmp_path / "run"] + ONE_STEP)
+    assert run(["--data_dir", cut, "--keep_truncated", "--save_folder", tmp_path / "run"] + ONE_STEP) == 0
+
+
 def test_grey_and_colour_movies_are_not_mixed(tmp_path, grey_movie, colour_movie):
     folder = tmp_path / "mixed"
     save_movie(folder / "a.npy", noisy_movie())
