@@ -224,14 +224,6 @@ def prepare(path: str, args: argparse.Namespace, settings: DenoiseSettings, name
     return Prepared(movie, data, norm, blank, check)
 
 
-def prepare_movie(path: str, args: argparse.Namespace,
-                  settings: DenoiseSettings) -> Tuple[scans.Movie, np.ndarray, Normalisation, List[int]]:
-    """(movie, normalised frames, normalisation, skipped frames) of ``prepare``, for callers that need neither the
-    frame check nor the pass-through flag (bench/bench_denoise.py)."""
-    prepared = prepare(path, args, settings)
-    return prepared.movie, prepared.data, prepared.norm, prepared.blank
-
-
 def _movie_job(path: str, name: str, prepared: Prepared, args: argparse.Namespace) -> MovieJob:
     """The job of a prepared movie, after the checks that need its size."""
     t, h, w, c = prepared.data.shape

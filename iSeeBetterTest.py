@@ -15,7 +15,7 @@ may also name a whole clip folder).
 
 Denoising: ``python iSeeBetterTest.py --denoise --input scan.asd --output out/ -m denoiser.pth`` normalises each
 movie (``denoise_data.preprocess``), runs the denoising generator over nFrames windows (``inference.denoise_clip``)
-and writes ``out/scan.npy`` (the input's units and shape), ``out/scan/00001.png ...`` (16-bit), ``out/scan.mp4``,
+and writes ``out/scan.npy`` (the input's units and shape), ``out/scan/00000.png ...`` (16-bit, 0-based), ``out/scan.mp4``,
 ``out/scan_compare.png`` (raw | denoised) and ``out/metrics.json`` (no-reference scores, ``denoise_eval``).
 
 This script holds the options and ``main``; the jobs live in ``clips.py`` (which clips and frames are read, which

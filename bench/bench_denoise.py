@@ -384,7 +384,8 @@ def real_table(args, settings, models: Dict[str, Denoiser], real_frames: int,
     """Markdown rows of the real movie: the tester's no-reference n2n PSNR and the fork's SSIM to the cleanest
     frame. The movie is prepared with ``args`` and ``settings``; each of ``models`` runs with its own. With ``image``
     the side-by-side PNG of two frames is written there (``write_side_by_side``)."""
-    movie, data, norm, blank = denoise_job.prepare_movie(args.input, args, settings)
+    prepared = denoise_job.prepare(args.input, args, settings)
+    movie, data, norm, blank = prepared.movie, prepared.data, prepared.norm, prepared.blank
     raw_units = np.asarray(movie.frames, np.float64)
     if real_frames and real_frames < len(data):
         data, raw_units = data[:real_frames], raw_units[:real_frames]
