@@ -89,7 +89,9 @@ class Normalisation:
     """Linear map of one movie's values (after levelling, in ``unit``) to the network's [0, 1].
 
     ``lo`` and ``hi`` are the ``low_pct`` and ``high_pct`` percentiles of the non-blank frames; ``forward`` maps them
-    to 0 and 1 (clipped by default) and ``inverse`` maps network outputs back to the movie's units.
+    to 0 and 1 and ``inverse`` maps network outputs back to the movie's units. The map is affine and never clips
+    (``clip=True`` only where a [0, 1] picture is wanted): a feature taller than ``hi`` keeps its height through
+    the network and back.
     """
 
     lo: float
@@ -132,7 +134,7 @@ class Normalisation:
             raise UserError("the movie's non-blank frames have no contrast (all values equal); nothing to normalise")
         return cls(float(lo), float(hi), float(low_pct), float(high_pct), unit, levelled)
 
-    def forward(self, x, clip: bool = True):
+    def forward(self, x, clip: bool = False):
         """Movie units -> [0, 1] (numpy array or torch tensor; float64 stays float64, anything else float32)."""
         if isinstance(x, torch.Tensor):
             y = (x.double() - self.lo) / (self.hi - self.lo)
@@ -173,7 +175,8 @@ class Normalisation:
 def preprocess(frames: np.ndarray, level: bool = True, blank_tol: float = BLANK_TOL, low_pct: float = 0.5,
                high_pct: float = 99.5, unit: str = "", extra_blank: Sequence[int] = (),
                check: Optional[FrameCheck] = None) -> Tuple[np.ndarray, Normalisation, List[int]]:
-    """One movie in physical units -> (float32 (T, H, W, C) in [0, 1], its Normalisation, skipped frame indices).
+    """One movie in physical units -> (float32 (T, H, W, C) with its bulk on [0, 1] (not clipped: tall features lie
+    above 1), its Normalisation, skipped frame indices).
 
     The skipped frames are the blank and corrupt ones of ``check`` (``frame_check.check_frames(frames, blank_tol)``
     when not given; pass it to log its findings with ``frame_check.describe_findings``), plus ``extra_blank``, e.g.
@@ -451,11 +454,10 @@ def make_sample(window_frames: Sequence[np.ndarray], mode: str, rng: random.Rand
 
 def _check_movie(movie: np.ndarray, name: str) -> np.ndarray:
     movie = _as_movie(movie, name)
-    lo, hi = float(movie.min()), float(movie.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise UserError(f"{name} has values from {lo:.6g} to {hi:.6g}; DenoiseDataset takes movies normalised to "
-                        "[0, 1] (run denoise_data.preprocess first)")
-    return np.ascontiguousarray(np.clip(movie, 0.0, 1.0), dtype=np.float32)
+    if not np.isfinite(movie).all():
+        raise UserError(f"{name} has NaN or infinite values; DenoiseDataset takes movies normalised by "
+                        "denoise_data.preprocess (finite, not clipped)")
+    return np.ascontiguousarray(movie, dtype=np.float32)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -267,7 +267,8 @@ def _read_reference(args: argparse.Namespace, job: MovieJob, settings: DenoiseSe
 
 def denoise_array(frames: np.ndarray, blank: List[int], loaded: Loaded, args: argparse.Namespace,
                   settings: DenoiseSettings, device: torch.device, desc: str) -> np.ndarray:
-    """The model's output for every frame of a normalised movie, clipped to [0, 1]; blank frames are the input."""
+    """The model's output for every frame of a normalised movie (not clipped: heights above the normalisation's
+    range stay there); blank frames are the input."""
     model, config = loaded
     skip = set(blank)
     out = np.empty_like(frames)
@@ -280,7 +281,7 @@ def denoise_array(frames: np.ndarray, blank: List[int], loaded: Loaded, args: ar
     with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True,
               disable=not args.progress) as bar:
         for t, _, _, result in stream:
-            out[t] = result if t in skip else np.clip(result, 0.0, 1.0)
+            out[t] = result
             bar.update(1)
     return out
 
@@ -326,9 +327,19 @@ def writing(path: str, needed: Optional[int] = None) -> Iterator[None]:
         raise write_error(exc, path, needed) from exc
 
 
-def save_png16(path: str, frame: np.ndarray) -> None:
-    """Write an (H, W, C) frame on [0, 1] as a 16-bit grey or RGB PNG (0..65535), atomically."""
-    values = np.round(np.clip(frame, 0.0, 1.0) * 65535.0).astype(np.uint16)
+def png_range(out: np.ndarray) -> Tuple[float, float]:
+    """The values that the 16-bit PNGs' 0 and 65535 stand for: [0, 1], widened to the output's finite extremes so
+    that no PNG clips a height."""
+    finite = out[np.isfinite(out)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    return min(0.0, float(finite.min())), max(1.0, float(finite.max()))
+
+
+def save_png16(path: str, frame: np.ndarray, value_range: Tuple[float, float] = (0.0, 1.0)) -> None:
+    """Write an (H, W, C) frame as a 16-bit grey or RGB PNG, ``value_range`` mapped to 0..65535, atomically."""
+    lo, hi = value_range
+    values = np.round(np.clip((frame - lo) / (hi - lo), 0.0, 1.0) * 65535.0).astype(np.uint16)
     values = values[:, :, 0] if values.shape[2] == 1 else values[:, :, ::-1]  # RGB -> OpenCV's BGR
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(values), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
@@ -388,8 +399,9 @@ def write_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argpar
     npy = os.path.join(args.output, job.name + ".npy")
     save_npy(npy, units[..., 0] if job.squeeze else units)
     folder = os.path.join(args.output, job.name)
+    value_range = png_range(out)
     for t in range(len(out)):
-        save_png16(os.path.join(folder, f"{t:05d}.png"), out[t])
+        save_png16(os.path.join(folder, f"{t:05d}.png"), out[t], value_range)
     video = os.path.join(args.output, job.name + video_extension(args.codec))
     rate = _movie_rate(movie)
     write_video(video, (_to_rgb8(f) for f in out), rate, codec=args.codec, crf=args.crf, preset=args.preset,
@@ -442,6 +454,17 @@ def _log_scores(name: str, result: dict) -> None:
                     f"{ref['ssim']['model']:.4f}")
 
 
+def shielded(data: np.ndarray, outliers: Optional[np.ndarray]) -> np.ndarray:
+    """The network's input: ``data`` with its outlier pixels (``frame_check``: spikes, garbage) replaced by their
+    frame's median, so that one spike cannot smear over its neighbourhood; the caller puts them back."""
+    if outliers is None:
+        return data
+    safe = data.copy()
+    for t in np.flatnonzero(outliers.reshape(len(data), -1).any(axis=1)):
+        safe[t][outliers[t]] = np.median(data[t][~outliers[t]]) if (~outliers[t]).any() else 0.0
+    return safe
+
+
 def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.Movie], loaded: Loaded,
                   args: argparse.Namespace, settings: DenoiseSettings, device: torch.device) -> dict:
     """Denoise one movie (a pass-through movie as it is), write its outputs at once and score it; returns its
@@ -450,13 +473,17 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
     if prepared.passthrough:
         out = data.copy()
     else:
-        out = denoise_array(data, prepared.blank, loaded, args, settings, device, job.name)
+        outliers = check.outlier_mask(movie.frames) if check.outliers else None
+        out = denoise_array(shielded(data, outliers), prepared.blank, loaded, args, settings, device, job.name)
+        if outliers is not None:
+            out[outliers] = data[outliers]  # reported, never changed
     write_movie(job, prepared, out, args)
     result = {"source": job.path, "frames": job.shape[0], "height": job.shape[1], "width": job.shape[2],
               "channels": job.shape[3], "channel": movie.channel, "unit": movie.unit,
               "blank_frames": prepared.blank_frames(), "corrupt_frames": [int(t) for t in check.corrupt],
               "outlier_pixels": {str(t): int(n) for t, n in sorted(check.outliers.items())},
-              "normalisation": prepared.norm.to_dict()}
+              "normalisation": prepared.norm.to_dict(),
+              "png_range": [float(v) for v in prepared.norm.inverse(np.array(png_range(out), np.float64))]}
     if prepared.passthrough:
         result["passed_through"] = True
     elif args.eval:
@@ -469,7 +496,8 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
 
 
 PROTOCOL = {
-    "scale": "each movie's [0, 1] scale: its 0.5 and 99.5 percentiles (after levelling) map to 0 and 1",
+    "scale": "each movie's [0, 1] scale: its 0.5 and 99.5 percentiles (after levelling) map to 0 and 1; nothing is "
+             "clipped (taller features lie above 1)",
     "n2n_psnr": "PSNR (peak 1) of each method's estimate of frame 2k, made from the even frames only, against "
                 "the mean of frames 2k-1 and 2k+1, which no method saw; mean over frames (denoise_eval)",
     "baselines": "raw: the frame; meanN: mean of N even frames centred on it; mean3_blur: mean3 then a Gaussian "
@@ -479,8 +507,9 @@ PROTOCOL = {
     "noise_blur": "means of metrics.streak_score (noise, lower = fewer streaks) and metrics.laplacian_variance "
                   "(blur, lower = smoother) of the raw and the denoised frames",
     "reference": "PSNR (peak 1) and SSIM of the output and of the raw input (as the network saw it: levelled "
-                 "when levelling is on, clipped to its 0.5/99.5 percentiles) against --reference, all mapped "
-                 "with the reference's own normalisation (its 0.5/99.5 percentiles to 0/1, clipped)",
+                 "when levelling is on) against --reference, all mapped with the reference's own normalisation "
+                 "(its 0.5/99.5 percentiles to 0/1, not clipped)",
+    "png_range": "the values (input units) that the 16-bit PNGs' 0 and 65535 stand for; the .npy is exact",
 }  # how metrics.json's scores are made (its "protocol" entry, after the run's settings)
 
 

@@ -167,3 +167,21 @@ def test_an_all_blank_movie_is_prepared_to_pass_through(tmp_path, caplog):
     flat = scans.Movie(np.full((2, 4, 4, 1), 3.0, np.float32), "nm", "flat", "flat.npy", "grey")
     shown = denoise_job._passthrough(flat, prepared.check, [0, 1])
     assert (shown.norm.lo, shown.norm.hi) == (2.5, 3.5) and np.all(shown.data == 0.5)  # mid grey
+
+
+def test_outlier_pixels_are_shielded_from_the_network_and_kept():
+    """A spike goes into the network as its frame's median and comes out as it went in, untouched."""
+    data = np.random.default_rng(0).random((3, 8, 8, 1)).astype(np.float32)
+    mask = np.zeros(data.shape, bool)
+    data[1, 4, 4, 0], mask[1, 4, 4, 0] = 1e4, True
+    safe = denoise_job.shielded(data, mask)
+    assert safe[1, 4, 4, 0] == np.median(data[1][~mask[1]]) and data[1, 4, 4, 0] == 1e4  # a copy
+    np.testing.assert_array_equal(safe[~mask], data[~mask])
+    assert denoise_job.shielded(data, None) is data
+
+
+def test_png_range_never_clips_a_height():
+    out = np.zeros((2, 4, 4, 1), np.float32)
+    assert denoise_job.png_range(out) == (0.0, 1.0)
+    out[1, 2, 2, 0] = 7.5  # a feature 7.5x the normalisation's range
+    assert denoise_job.png_range(out) == (0.0, 7.5)
