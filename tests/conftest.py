@@ -186,3 +186,19 @@ def make_av_clip(path, n=24, rate=None, size=(64, 48), audio=True, times=None, r
             out.mux(packet)
     out.close()
     return path
+
+
+def l1_fit_losses(net, x, nbs, flows, target, steps: int = 8, lr: float = 1e-3) -> list:
+    """The L1 losses of ``steps`` Adam steps fitting ``net(x, nbs, flows)`` to ``target`` (a net that learns lowers
+    them)."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.l1_loss(net(x, nbs, flows), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY_NET, net_inputs
+from conftest import ROOT, TINY_NET, l1_fit_losses, net_inputs
 
 import rbpn
 from base_networks import ResnetBlock
@@ -180,14 +180,7 @@ def test_tiny_training_step_lowers_loss():
     net = rbpn.Net(**config)
     x, nbs, flows = _inputs(config, h=8, w=8)
     target = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = torch.nn.functional.l1_loss(net(x, nbs, flows), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = l1_fit_losses(net, x, nbs, flows, target)
     assert losses[-1] < 0.7 * losses[0]
 
 

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import TINY_NET, net_inputs
+from conftest import TINY_NET, l1_fit_losses, net_inputs
 
 import checkpoint
 import rbpn
@@ -173,14 +173,7 @@ def test_short_denoise_training_lowers_loss():
     x, nbs, flows = _inputs(net, h=8, w=8)
     target = x.clone()
     noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = torch.nn.functional.l1_loss(net(noisy, nbs, flows), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = l1_fit_losses(net, noisy, nbs, flows, target)
     assert losses[-1] < 0.7 * losses[0]
 
 
