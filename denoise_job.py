@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from tqdm import tqdm
 import atomic
 import checkpoint
 import denoise_eval
+import denoise_methods as dm
 import logger
 import metrics
 import plots
@@ -47,6 +48,9 @@ from video_io import video_extension, video_info, write_video
 DEFAULT_MOVIE_FPS = Fraction(10)  # preview rate when a movie gives no frame time
 COMPARE_FRAMES = 3  # frames shown in <movie>_compare.png
 GREY_FORMATS = ("video", "frames", "tiff")  # decoded formats that store grey content as RGB
+MIN_FRAMES_TO_SCORE = 8  # usable frames --method auto needs to score the methods
+SHORT_MOVIE_METHOD = "mean3"  # what a movie too short to score gets: the shortest mean
+MODEL_SCORED_FRAMES = 12  # frames auto scores (each costs the model one more pass)
 
 Loaded = Tuple[torch.nn.Module, dict]  # (model on its device, config)
 
@@ -266,7 +270,8 @@ def _read_reference(args: argparse.Namespace, job: MovieJob, settings: DenoiseSe
 
 
 def denoise_array(frames: np.ndarray, blank: List[int], loaded: Loaded, args: argparse.Namespace,
-                  settings: DenoiseSettings, device: torch.device, desc: str) -> np.ndarray:
+                  settings: DenoiseSettings, device: torch.device, desc: str,
+                  keep: Optional[Callable[[int], bool]] = None) -> np.ndarray:
     """The model's output for every frame of a normalised movie (not clipped: heights above the normalisation's
     range stay there); blank frames are the input."""
     model, config = loaded
@@ -276,10 +281,10 @@ def denoise_array(frames: np.ndarray, blank: List[int], loaded: Loaded, args: ar
                           future_frame=args.future_frame, edge=args.edge, tile=args.tile, overlap=args.tile_overlap,
                           precision=args.precision, device=device, flows=settings.flows, warping=settings.warping,
                           residual=config.get("residual") or args.residual, blank=skip,
-                          flow_threads=args.threads,
+                          flow_threads=args.threads, keep=keep,
                           flow_fn=flow_function(args, device) if settings.flows == "pyflow" else None)
     with tqdm(total=len(frames), unit="frame", desc=desc, dynamic_ncols=True, leave=True,
-              disable=not args.progress) as bar:
+              disable=not args.progress or keep is not None) as bar:
         for t, _, _, result in stream:
             out[t] = result
             bar.update(1)
@@ -454,6 +459,88 @@ def _log_scores(name: str, result: dict) -> None:
                     f"{ref['ssim']['model']:.4f}")
 
 
+def method_names() -> List[str]:
+    """What ``--method`` accepts: auto, model and every classic candidate of ``denoise_methods``."""
+    r = dm.NOISE_RADIUS
+    unit = np.zeros((2 * r + 1, 2 * r + 1))
+    unit[r, r] = 1.0
+    return ["auto", "model"] + [c.name for c in dm.classic_candidates(unit)]
+
+
+def check_method(method: str) -> None:
+    """A one-line error for an unknown ``--method``, before any movie is read."""
+    names = method_names()
+    if method not in names:
+        raise UserError(f"unknown --method {method!r}: use {', '.join(names)}")
+
+
+def _filled(grey: np.ndarray, skipped: List[int]) -> np.ndarray:
+    """The movie with each skipped (blank or corrupt) frame replaced by the nearest usable one, so that temporal
+    windows do not average them in (their output is the input anyway)."""
+    usable = [t for t in range(len(grey)) if t not in set(skipped)]
+    filled = grey.copy()
+    for t in skipped:
+        filled[t] = grey[min(usable, key=lambda u: abs(u - t))]
+    return filled
+
+
+def _model_candidate(data: np.ndarray, model_out: np.ndarray, run_one: Callable) -> dm.Candidate:
+    """The model as a ``denoise_methods`` candidate: its output on the movie as given is ``model_out``; a movie whose
+    frame t was moved (the SURE divergence) is run again for frame t alone (``run_one(frames, t)``)."""
+    def fn(frames: np.ndarray, t: int) -> np.ndarray:
+        if np.array_equal(frames[t], data[t, ..., 0]):
+            return model_out[t, ..., 0]
+        return run_one(frames, t)
+
+    return dm.Candidate("model", dm.NONLINEAR, fn)
+
+
+def run_method(data: np.ndarray, blank: List[int], loaded: Loaded, args: argparse.Namespace,
+               settings: DenoiseSettings, device: torch.device, name: str) -> Tuple[np.ndarray, dict]:
+    """The output of ``--method`` on a normalised movie, and its metrics.json entries: with auto, every candidate's
+    SURE score (dB on the movie's normalised range, ``denoise_methods``) and the best one's output."""
+    method = args.method
+    grey = data.shape[3] == 1
+    if not grey and method not in ("auto", "model"):
+        raise UserError(f"--method {method} works on grey movies; {name} has {data.shape[3]} channels: use --method "
+                        "model (or auto)")
+    usable = len(data) - len(blank)
+    if method == "auto" and grey and usable < MIN_FRAMES_TO_SCORE:
+        logger.warning(f"{name}: {usable} usable frames are too few to score the methods (at least "
+                       f"{MIN_FRAMES_TO_SCORE}): using {SHORT_MOVIE_METHOD} without a score")
+        method = SHORT_MOVIE_METHOD
+    model_out = None
+    if method in ("auto", "model"):
+        model_out = denoise_array(data, blank, loaded, args, settings, device, name)
+    if method == "model" or (method == "auto" and not grey):
+        return model_out, {"method": "model"}
+    frames = _filled(data[..., 0].astype(np.float64), blank)
+    covs, levels, candidates = dm.movie_candidates(frames)
+    scores: Dict[str, float] = {}
+    if method == "auto":
+        def run_one(frames_t: np.ndarray, t: int) -> np.ndarray:
+            moved = frames_t[..., None].astype(np.float32)
+            return denoise_array(moved, blank, loaded, args, settings, device, name, keep=lambda k: k == t)[t, ..., 0]
+
+        candidates.append(_model_candidate(data, model_out, run_one))
+        method, scores = dm.choose(frames, candidates, covs, levels,
+                                   frames_to_score=dm.score_frames(len(frames), MODEL_SCORED_FRAMES))
+        _log_methods(name, method, scores)
+    if method == "model":
+        return model_out, {"method": "model", "method_scores": scores}
+    out = dm.apply(frames, dm.find_candidate(candidates, method))[..., None].astype(np.float32)
+    for t in blank:
+        out[t] = data[t]
+    return out, {"method": method, "method_scores": scores}
+
+
+def _log_methods(name: str, best: str, scores: Dict[str, float]) -> None:
+    """One line: the chosen method and every candidate's score, best first."""
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    listed = ", ".join(f"{n} {v:.2f}" for n, v in ranked)
+    logger.info(f"{name}: method {best} (SURE score, dB on the movie's normalised range: {listed})")
+
+
 def shielded(data: np.ndarray, outliers: Optional[np.ndarray]) -> np.ndarray:
     """The network's input: ``data`` with its outlier pixels (``frame_check``: spikes, garbage) replaced by their
     frame's median, so that one spike cannot smear over its neighbourhood; the caller puts them back."""
@@ -474,7 +561,7 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
         out = data.copy()
     else:
         outliers = check.outlier_mask(movie.frames) if check.outliers else None
-        out = denoise_array(shielded(data, outliers), prepared.blank, loaded, args, settings, device, job.name)
+        out, choice = run_method(shielded(data, outliers), prepared.blank, loaded, args, settings, device, job.name)
         if outliers is not None:
             out[outliers] = data[outliers]  # reported, never changed
     write_movie(job, prepared, out, args)
@@ -486,7 +573,9 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
               "png_range": [float(v) for v in prepared.norm.inverse(np.array(png_range(out), np.float64))]}
     if prepared.passthrough:
         result["passed_through"] = True
-    elif args.eval:
+    else:
+        result.update(choice)
+    if not prepared.passthrough and args.eval:
         result.update(score_movie(job, prepared, out, reference, loaded, args, settings, device))
         _log_scores(job.name, result)
     return result
@@ -509,6 +598,9 @@ PROTOCOL = {
     "reference": "PSNR (peak 1) and SSIM of the output and of the raw input (as the network saw it: levelled "
                  "when levelling is on) against --reference, all mapped with the reference's own normalisation "
                  "(its 0.5/99.5 percentiles to 0/1, not clipped)",
+    "method": "the method written (--method; auto: the best SURE score); method_scores: each candidate's SURE "
+              "score in dB on the movie's normalised range (denoise_methods: the estimated error against the clean "
+              "movie at its own frame rate, from the movie alone)",
     "png_range": "the values (input units) that the 16-bit PNGs' 0 and 65535 stand for; the .npy is exact",
 }  # how metrics.json's scores are made (its "protocol" entry, after the run's settings)
 
@@ -558,6 +650,7 @@ def _warn_other_channel(job: MovieJob, prepared: Prepared, settings: DenoiseSett
 def denoise_movies(args: argparse.Namespace, device: torch.device) -> int:
     """``--denoise``: every movie of ``--input`` is checked before any work, then denoised, written and scored;
     ``metrics.json`` sums them up. ``--model`` is checked already (``check_denoise_model``)."""
+    check_method(args.method)
     settings = denoise_settings(args)
     jobs, last = find_movies(args, settings)
     reference = _read_reference(args, jobs[0], settings) if args.reference else None

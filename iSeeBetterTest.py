@@ -15,8 +15,9 @@ may also name a whole clip folder).
 
 Denoising: ``python iSeeBetterTest.py --denoise --input scan.asd --output out/ -m denoiser.pth`` normalises each
 movie (``denoise_data.preprocess``), runs the denoising generator over nFrames windows (``inference.denoise_clip``)
-and writes ``out/scan.npy`` (the input's units and shape), ``out/scan/00000.png ...`` (16-bit, 0-based), ``out/scan.mp4``,
-``out/scan_compare.png`` (raw | denoised) and ``out/metrics.json`` (no-reference scores, ``denoise_eval``).
+(or, with ``--method auto``, the default, the best of the model and the classic methods by their SURE score on the
+movie, ``denoise_methods``) and writes ``out/scan.npy`` (the input's units and shape), ``out/scan/00000.png ...``
+(16-bit, from 0), ``out/scan.mp4``, ``out/scan_compare.png`` (raw | denoised) and ``out/metrics.json``.
 
 This script holds the options and ``main``; the jobs live in ``clips.py`` (which clips and frames are read, which
 files are written, and the guards against overwriting), ``upscale.py`` (upscaling and evaluation) and
@@ -159,6 +160,10 @@ def _add_denoise_options(p: argparse.ArgumentParser) -> None:
     denoise.add_argument("--reference", default=None, metavar="CLEAN",
                          help="a clean movie of the input's shape and units: adds PSNR/SSIM of the output and of the "
                               "raw input against it to metrics.json")
+    denoise.add_argument("--method", default="auto", metavar="NAME",
+                         help="what makes the output: auto (default: the model and the classic methods are scored on "
+                              "the movie itself (SURE) and the best is written), model, or a classic method: raw, "
+                              "mean3 ... mean21, mean5+blur1.0, mean3+tv, mean3+nlm, auto-local (see docs/denoise.md)")
     add_bool(denoise, "eval", True, "score the output in metrics.json without a clean frame (an extra pass over the "
              "even frames; see README)")
 
@@ -220,6 +225,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         given = [f"--{name}" for name in ("channel", "reference") if getattr(args, name) is not None]
         given += ["--level/--no-level"] if args.level is not None else []
         given += ["--keep_truncated"] if args.keep_truncated else []
+        given += [f"--method {args.method}"] if args.method != "auto" else []
         given += ["--no-eval"] if not args.eval else []
         if given:
             parser.error(f"{', '.join(given)} only apply with --denoise")

@@ -2,6 +2,7 @@
 in colour videos for a grey model, pass-through movies and the model's channel count from its checkpoint."""
 
 import errno
+import json
 import os
 
 import numpy as np
@@ -185,3 +186,108 @@ def test_png_range_never_clips_a_height():
     assert denoise_job.png_range(out) == (0.0, 1.0)
     out[1, 2, 2, 0] = 7.5  # a feature 7.5x the normalisation's range
     assert denoise_job.png_range(out) == (0.0, 7.5)
+
+
+# ------------------------------------------------------------------------------------------------- --method
+
+
+@pytest.fixture
+def grey_model(tmp_path):
+    import rbpn
+
+    torch.manual_seed(0)
+    net = rbpn.Net(**GREY_NET)
+    with torch.no_grad():  # a random RBPN blows values up; scaled down it stays on the movie's scale
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.weight.mul_(0.7)
+    path = tmp_path / "grey.pth"
+    checkpoint.save_generator(str(path), net)
+    return str(path)
+
+
+def _static_movie(tmp_path, frames=20, bump=None, seed=0):
+    """A still scene with white noise (nm); ``bump``: a static Gaussian bump of that height at the centre."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float64)
+    scene = np.sin(xx / 5) * np.cos(yy / 6)
+    if bump:
+        scene = scene + bump * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / (2 * 2.0**2))
+    movie = scene + rng.normal(0, 0.3, (frames, 32, 32))
+    path = tmp_path / "still.npy"
+    np.save(path, movie.astype(np.float32))
+    return str(path), scene
+
+
+def _run(tmp_path, movie, model, capsys, *extra):
+    from conftest import run_tester
+
+    out = tmp_path / "out"
+    code, err = run_tester(["--denoise", "-i", movie, "-o", str(out), "-m", model, "--no-level", "--no-eval",
+                            "--no-progress", *extra], capsys)
+    assert code == 0, err
+    with open(out / "metrics.json") as f:
+        return np.load(out / "still.npy"), json.load(f)["movies"]["still"], err
+
+
+def test_auto_scores_every_method_and_a_still_movie_gets_a_long_mean(tmp_path, grey_model, capsys):
+    movie, scene = _static_movie(tmp_path)
+    out, record, err = _run(tmp_path, movie, grey_model, capsys)
+    scores = record["method_scores"]
+    assert {"model", "raw", "mean3", "mean21", "mean3+tv", "mean3+nlm", "auto-local"} <= set(scores)
+    assert record["method"] == max(scores, key=scores.get)
+    assert record["method"] not in ("model", "raw", "mean3")  # a random model and short windows lose on a still scene
+    assert "method " + record["method"] in err and "SURE score" in err
+    raw = np.load(movie)
+    assert np.mean((out - scene) ** 2) < 0.2 * np.mean((raw - scene) ** 2)
+
+
+def test_auto_keeps_a_tall_static_feature_s_height(tmp_path, grey_model, capsys):
+    """Issue 20: a feature 10x taller than the movie's 99.5th percentile keeps its height within 2 %."""
+    movie, scene = _static_movie(tmp_path, bump=None)
+    p995 = np.percentile(np.load(movie), 99.5)
+    movie, scene = _static_movie(tmp_path, bump=10 * p995)
+    out, record, _ = _run(tmp_path, movie, grey_model, capsys)
+    peak_true, peak_out = scene[14:19, 14:19].max(), out[:, 14:19, 14:19].max(axis=(1, 2)).mean()
+    assert abs(peak_out / peak_true - 1) < 0.02, (record["method"], peak_out, peak_true)
+
+
+def test_a_forced_method_is_written_as_asked(tmp_path, grey_model, capsys):
+    import denoise_methods as dm
+
+    movie, _ = _static_movie(tmp_path)
+    out, record, _ = _run(tmp_path, movie, grey_model, capsys, "--method", "mean5")
+    assert record["method"] == "mean5" and record["method_scores"] == {}
+    raw = np.load(movie).astype(np.float64)
+    np.testing.assert_allclose(out, dm.apply(raw, dm.mean_candidate(5)), atol=1e-4)
+
+
+def test_the_model_wins_where_it_is_right(tmp_path, grey_model, capsys, monkeypatch):
+    """A movie whose scene changes every frame (temporal means blur it) and a model that returns the clean frames:
+    auto picks the model."""
+    rng = np.random.default_rng(1)
+    clean = rng.normal(0, 1, (16, 32, 32)).cumsum(axis=0)  # a random walk: each frame differs from the last
+    movie = clean + rng.normal(0, 0.3, clean.shape)
+    np.save(tmp_path / "still.npy", movie.astype(np.float32))
+    real = denoise_job.denoise_array
+
+    def oracle(frames, blank, loaded, args, settings, device, desc, keep=None):
+        real(frames, blank, loaded, args, settings, device, desc, keep)  # the real path still runs
+        return ((clean[..., None] - norm.lo) / (norm.hi - norm.lo)).astype(np.float32)
+
+    norm = denoise_job.Normalisation.fit(movie[..., None])
+    monkeypatch.setattr(denoise_job, "denoise_array", oracle)
+    _, record, _ = _run(tmp_path, str(tmp_path / "still.npy"), grey_model, capsys)
+    assert record["method"] == "model" and record["method_scores"]["model"] == max(record["method_scores"].values())
+
+
+def test_method_errors_and_short_movies(tmp_path, grey_model, capsys):
+    from conftest import run_tester
+
+    movie, _ = _static_movie(tmp_path, frames=5)
+    code, err = run_tester(["--denoise", "-i", movie, "-o", str(tmp_path / "o"), "-m", grey_model, "--method",
+                            "median9"], capsys)
+    assert code == 2 and "unknown --method 'median9'" in err and "mean21" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "o" / "still.npy")
+    out, record, err = _run(tmp_path, movie, grey_model, capsys)
+    assert record["method"] == "mean3" and "too few to score" in err
