@@ -30,13 +30,11 @@ import torch
 
 import metrics
 from dataset import DataError, apply_augment, random_augment
+from denoise_record import BASES, FLOW_METHODS, TARGETS  # noqa: F401  (their one home: torch-free, for the parsers)
 from errors import UserError
 from flow_cache import CACHE_VERSION, FlowCache, crop_and_augment
 from frame_check import BLANK_TOL, FrameCheck, check_frames
 
-TARGETS = ("n2n", "select", "median", "interleaved")
-BASES = ("frame", "mean")  # what a --residual generator's output is added to
-FLOW_METHODS = ("pyflow", "zero")
 MEMORY = ":memory:"  # ``flow_cache`` value for an in-process cache instead of a folder
 DEFAULT_GAMMA = (0.8, 1.1)
 

@@ -95,9 +95,9 @@ def test_choices_come_from_the_denoise_record():
     assert actions["target"].choices is denoise_record.TARGETS
     assert actions["residual_base"].choices is denoise_record.BASES
     assert actions["flows"].choices is denoise_record.FLOW_METHODS
-    assert denoise_record.TARGETS == denoise_data.TARGETS
-    assert denoise_record.BASES == denoise_data.BASES
-    assert denoise_record.FLOW_METHODS == denoise_data.FLOW_METHODS
+    assert denoise_record.TARGETS is denoise_data.TARGETS  # one home
+    assert denoise_record.BASES is denoise_data.BASES
+    assert denoise_record.FLOW_METHODS is denoise_data.FLOW_METHODS
 
 
 @pytest.mark.parametrize("argv, message", [
