@@ -394,15 +394,56 @@ def _write_compare(job: MovieJob, prepared: Prepared, out: np.ndarray, args: arg
     return compare
 
 
-def write_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace) -> None:
+def output_record(args: argparse.Namespace, choice: dict) -> dict:
+    """What made a movie's outputs, for the TIFF and .gwy files: the method, the model file and its SHA-256, the
+    options that change the output, and the method scores."""
+    from run_record import model_identity
+
+    options = {key: getattr(args, key) for key in ("method", "nFrames", "tile", "tile_overlap", "edge", "precision",
+                                                   "level", "channel", "flow_backend")}
+    return {"software": "iSeeBetter --denoise", "method": choice.get("method"), "model": model_identity(args.model),
+            "options": options, "method_scores": choice.get("method_scores", {})}
+
+
+def _write_stacks(job: MovieJob, prepared: Prepared, units: np.ndarray, args: argparse.Namespace,
+                  record: dict) -> List[str]:
+    """``--tiff``/``--gwy``: the movie as a float32 ImageJ TIFF stack and a Gwyddion file, with its height unit
+    (``--units`` when the input has none), pixel size (``--pixel_size``, else the .asd header's) and ``record``."""
+    import scan_writers
+
+    if units.shape[3] != 1:
+        logger.warning(f"{job.name}: --tiff/--gwy hold one channel of heights; this movie is colour: skipped")
+        return []
+    unit = prepared.movie.unit or args.units or ""
+    pixel = args.pixel_size or (prepared.movie.info.get("pixel_size_nm") or (None,))[0]
+    pixel_unit = args.pixel_unit if args.pixel_size else "nm"
+    written = []
+    if args.tiff:
+        written.append(os.path.join(args.output, job.name + ".tif"))
+        with writing(written[-1]):
+            scan_writers.write_tiff_stack(written[-1], units, unit, pixel, pixel_unit,
+                                          fps=float(_movie_rate(prepared.movie)), record=record)
+    if args.gwy:
+        written.append(os.path.join(args.output, job.name + ".gwy"))
+        with writing(written[-1]):
+            scan_writers.write_gwy(written[-1], units, unit, pixel, pixel_unit, record=record)
+    return written
+
+
+def write_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace,
+                choice: Optional[dict] = None) -> None:
     """The outputs of one denoised movie: ``<movie>.npy`` in the input's units and shape (skipped frames as read),
-    ``<movie>/00000.png ...`` (16-bit, named by frame index from 0), the preview video and ``<movie>_compare.png``."""
+    ``<movie>/00000.png ...`` (16-bit, named by frame index from 0), the preview video and ``<movie>_compare.png``;
+    with ``--tiff``/``--gwy`` also ``<movie>.tif``/``<movie>.gwy`` with units and a record of what made them."""
     movie, norm = prepared.movie, prepared.norm
     units = norm.inverse(out)
     for t in prepared.blank:
         units[t] = movie.frames[t]
     npy = os.path.join(args.output, job.name + ".npy")
     save_npy(npy, units[..., 0] if job.squeeze else units)
+    if args.tiff or args.gwy:
+        stacks = _write_stacks(job, prepared, units, args, output_record(args, choice or {}))
+        logger.info(f"{job.name}: {', '.join(stacks)}" if stacks else f"{job.name}: no TIFF/.gwy written")
     folder = os.path.join(args.output, job.name)
     value_range = png_range(out)
     for t in range(len(out)):
@@ -557,6 +598,7 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
     """Denoise one movie (a pass-through movie as it is), write its outputs at once and score it; returns its
     metrics.json entry (frame indices from 0)."""
     movie, data, check = prepared.movie, prepared.data, prepared.check
+    choice: dict = {"method": "none (passed through)"}
     if prepared.passthrough:
         out = data.copy()
     else:
@@ -564,7 +606,7 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
         out, choice = run_method(shielded(data, outliers), prepared.blank, loaded, args, settings, device, job.name)
         if outliers is not None:
             out[outliers] = data[outliers]  # reported, never changed
-    write_movie(job, prepared, out, args)
+    write_movie(job, prepared, out, args, choice)
     result = {"source": job.path, "frames": job.shape[0], "height": job.shape[1], "width": job.shape[2],
               "channels": job.shape[3], "channel": movie.channel, "unit": movie.unit,
               "blank_frames": prepared.blank_frames(), "corrupt_frames": [int(t) for t in check.corrupt],

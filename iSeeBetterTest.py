@@ -164,6 +164,16 @@ def _add_denoise_options(p: argparse.ArgumentParser) -> None:
                          help="what makes the output: auto (default: the model and the classic methods are scored on "
                               "the movie itself (SURE) and the best is written), model, or a classic method: raw, "
                               "mean3 ... mean21, mean5+blur1.0, mean3+tv, mean3+nlm, auto-local (see docs/denoise.md)")
+    denoise.add_argument("--tiff", action="store_true",
+                         help="also write <movie>.tif: a float32 ImageJ stack in the input's units, with pixel size, "
+                              "frame interval and a record of what made it (method, model hash, options, scores)")
+    denoise.add_argument("--gwy", action="store_true",
+                         help="also write <movie>.gwy (Gwyddion: one channel per frame, SI units, the same record)")
+    denoise.add_argument("--pixel_size", type=float, default=None, metavar="SIZE",
+                         help="lateral size of a pixel for --tiff/--gwy (default: the .asd header's, in nm)")
+    denoise.add_argument("--pixel_unit", default="nm", help="unit of --pixel_size (default nm)")
+    denoise.add_argument("--units", default=None, metavar="UNIT",
+                         help="height unit for --tiff/--gwy when the input has none (.npy, images), e.g. nm")
     add_bool(denoise, "eval", True, "score the output in metrics.json without a clean frame (an extra pass over the "
              "even frames; see README)")
 
@@ -198,6 +208,8 @@ def check_denoise_args(parser: argparse.ArgumentParser, args: argparse.Namespace
     """Option errors of ``--denoise`` (options that only upscaling has, a missing --input); sets the default model."""
     if not args.input:
         parser.error("--denoise needs --input (a movie: .asd, .npy, frame folder or video; or a folder of movies)")
+    if args.pixel_size is not None and not (args.pixel_size > 0 and args.pixel_size < float("inf")):
+        parser.error(f"--pixel_size must be a positive number, got {args.pixel_size}")
     upscaling = [name for name, given in (("-u/--upscale_only", args.upscale_only),
                                           ("-s/--upscale_factor", args.upscale_factor is not None),
                                           ("--frames", args.frames is not None), ("--resume", args.resume),
@@ -226,6 +238,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         given += ["--level/--no-level"] if args.level is not None else []
         given += ["--keep_truncated"] if args.keep_truncated else []
         given += [f"--method {args.method}"] if args.method != "auto" else []
+        given += [f"--{name}" for name in ("tiff", "gwy") if getattr(args, name)]
+        given += [f"--{name}" for name in ("pixel_size", "units") if getattr(args, name) is not None]
         given += ["--no-eval"] if not args.eval else []
         if given:
             parser.error(f"{', '.join(given)} only apply with --denoise")

@@ -291,3 +291,19 @@ def test_method_errors_and_short_movies(tmp_path, grey_model, capsys):
     assert not os.path.exists(tmp_path / "o" / "still.npy")
     out, record, err = _run(tmp_path, movie, grey_model, capsys)
     assert record["method"] == "mean3" and "too few to score" in err
+
+
+def test_tiff_and_gwy_outputs_keep_heights_units_and_the_record(tmp_path, grey_model, capsys):
+    import gwyfile
+    import tifffile
+
+    movie, _ = _static_movie(tmp_path, frames=10)
+    out, record, _ = _run(tmp_path, movie, grey_model, capsys, "--method", "mean3", "--tiff", "--gwy",
+                          "--units", "nm", "--pixel_size", "2.5")
+    with tifffile.TiffFile(tmp_path / "out" / "still.tif") as tif:
+        np.testing.assert_array_equal(tif.asarray(), out)  # the .npy's heights, exactly
+        info = tif.imagej_metadata["Info"]
+    assert "z unit: nm" in info and '"method": "mean3"' in info and '"sha256"' in info
+    field = gwyfile.load(str(tmp_path / "out" / "still.gwy"))["/3/data"]
+    np.testing.assert_allclose(field.data * 1e9, out[3], rtol=1e-6)
+    assert field.xreal == pytest.approx(32 * 2.5e-9)
