@@ -42,6 +42,19 @@ def held_out_psnr(output: np.ndarray, refs: dict, norm: denoise_data.Normalisati
                           for k, ref in refs.items()]))
 
 
+def calibration(output: np.ndarray, refs: dict, norm: denoise_data.Normalisation) -> tuple:
+    """(slope, tall ratio): the least-squares slope of the held-out references on the levelled output (1: where the
+    output says h, the sample is h on average), and the references' mean over the output's tallest 0.1 % pixels
+    divided by the output's mean there (1: the tallest features are neither dimmed nor inflated)."""
+    levelled = np.stack([denoise_data.level_rows(f) for f in output])
+    out = np.concatenate([norm.forward(levelled[k]).ravel() for k in refs])
+    ref = np.concatenate([r.ravel() for r in refs.values()])
+    centred = out - out.mean()
+    slope = float(np.dot(centred, ref - ref.mean()) / np.dot(centred, centred))
+    tall = out >= np.percentile(out, 99.9)
+    return slope, float(ref[tall].mean() / out[tall].mean())
+
+
 def run_tester(even: str, out: str, method: str, model: str) -> float:
     """Run ``iSeeBetterTest.py --denoise --method method`` on ``even``; returns its wall-clock seconds."""
     argv = [sys.executable, os.path.join(ROOT, "iSeeBetterTest.py"), "--denoise", "-i", even, "-o", out, "--method",
@@ -66,17 +79,18 @@ def main() -> None:
     np.save(even, frames[0::2].astype(np.float32))
     _, norm, _ = denoise_data.preprocess(frames[0::2, ..., None].astype(np.float32))
     refs = held_out_references(frames, norm)
-    rows = {"raw": (held_out_psnr(frames[0::2], refs, norm), 0.0, "")}
+    rows = {"raw": (held_out_psnr(frames[0::2], refs, norm), 0.0, "", calibration(frames[0::2], refs, norm))}
     for method in args.methods.split(","):
         out = os.path.join(args.work, method)
         seconds = run_tester(even, out, method, args.model)
         with open(os.path.join(out, "metrics.json")) as f:
             picked = json.load(f)["movies"]["even"].get("method", method)
-        rows[method] = (held_out_psnr(np.load(os.path.join(out, "even.npy")), refs, norm), seconds, picked)
+        output = np.load(os.path.join(out, "even.npy"))
+        rows[method] = (held_out_psnr(output, refs, norm), seconds, picked, calibration(output, refs, norm))
     print(f"held-out score of {args.movie}, even frames in ({len(frames[0::2])}), odd frames as references")
-    print("| method | held-out PSNR (dB) | written | tester s |\n|---|---|---|---|")
-    for method, (score, seconds, picked) in rows.items():
-        print(f"| {method} | {score:.2f} | {picked or method} | {seconds:.0f} |")
+    print("| method | held-out PSNR (dB) | written | tester s | slope | tallest 0.1 % |\n|---|---|---|---|---|---|")
+    for method, (score, seconds, picked, (slope, tall)) in rows.items():
+        print(f"| {method} | {score:.2f} | {picked or method} | {seconds:.0f} | {slope:.3f} | {tall:.3f} |")
 
 
 if __name__ == "__main__":
