@@ -381,16 +381,18 @@ def _movie_rate(movie: scans.Movie) -> Fraction:
 
 
 def _write_compare(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace) -> str:
-    """``<movie>_compare.png``: raw | denoised of ``COMPARE_FRAMES`` frames spread over the movie (not skipped),
-    labelled with their frame indices (from 0)."""
+    """``<movie>_compare.png``: raw | denoised | removed (raw minus denoised, grey = nothing removed) of
+    ``COMPARE_FRAMES`` frames spread over the movie (not skipped), labelled with their frame indices (from 0)."""
     data, blank = prepared.data, prepared.blank
     usable = [t for t in range(len(out)) if t not in set(blank)] or list(range(len(out)))
     shown = sorted({usable[(len(usable) * k) // (COMPARE_FRAMES + 1)] for k in range(1, COMPARE_FRAMES + 1)})
-    rows = [[(f"raw {t}", _to_rgb8(data[t])), (f"denoised {t}", _to_rgb8(out[t]))] for t in shown]
+    rows = [[(f"raw {t}", _to_rgb8(data[t])), (f"denoised {t}", _to_rgb8(out[t])),
+             (f"removed {t}", _to_rgb8(0.5 + data[t] - out[t]))] for t in shown]
     zoom = max(1, min(4, 128 // max(1, min(data.shape[1:3]))))
+    box = plots.pick_crop(rows[len(rows) // 2][1][1], 192)  # where the denoised frame has the most detail
     compare = os.path.join(args.output, job.name + "_compare.png")
     with writing(compare):
-        plots.panel_grid(compare, rows, crop_size=192, zoom=zoom)
+        plots.panel_grid(compare, rows, crop_size=192, box=box, zoom=zoom)
     return compare
 
 

@@ -17,7 +17,7 @@ Denoising: ``python iSeeBetterTest.py --denoise --input scan.asd --output out/ -
 movie (``denoise_data.preprocess``), runs the denoising generator over nFrames windows (``inference.denoise_clip``)
 (or, with ``--method auto``, the default, the best of the model and the classic methods by their SURE score on the
 movie, ``denoise_methods``) and writes ``out/scan.npy`` (the input's units and shape), ``out/scan/00000.png ...``
-(16-bit, from 0), ``out/scan.mp4``, ``out/scan_compare.png`` (raw | denoised) and ``out/metrics.json``.
+(16-bit, from 0), ``out/scan.mp4``, ``out/scan_compare.png`` (raw | denoised | removed) and ``out/metrics.json``.
 
 This script holds the options and ``main``; the jobs live in ``clips.py`` (which clips and frames are read, which
 files are written, and the guards against overwriting), ``upscale.py`` (upscaling and evaluation) and
