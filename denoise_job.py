@@ -51,6 +51,7 @@ GREY_FORMATS = ("video", "frames", "tiff")  # decoded formats that store grey co
 MIN_FRAMES_TO_SCORE = 8  # usable frames --method auto needs to score the methods
 SHORT_MOVIE_METHOD = "mean3"  # what a movie too short to score gets: the shortest mean
 MODEL_SCORED_FRAMES = 12  # frames auto scores (each costs the model one more pass)
+FINETUNED = "model-finetuned"  # --method of the model fine-tuned on the movie (--finetune)
 
 Loaded = Tuple[torch.nn.Module, dict]  # (model on its device, config)
 
@@ -370,14 +371,51 @@ def check_free_space(jobs: List[MovieJob], args: argparse.Namespace) -> None:
                         "another --output")
 
 
-def _movie_rate(movie: scans.Movie) -> Fraction:
-    """Preview frame rate: the scan's frame time (.asd), a video's rate, else ``DEFAULT_MOVIE_FPS``."""
+def _movie_rate(movie: scans.Movie, fps: Optional[float] = None) -> Fraction:
+    """Preview frame rate: ``--fps``, else the scan's frame time (.asd), a video's rate, else ``DEFAULT_MOVIE_FPS``."""
+    if fps:
+        return Fraction(fps).limit_denominator(1000)
     ms = movie.info.get("frame_time_ms")
     if isinstance(ms, (int, float)) and np.isfinite(ms) and ms > 0:
         return Fraction(round(1000.0 / ms, 3)).limit_denominator(1000)
     if movie.info.get("format") == "video":
         return video_info(movie.source)["rate"]
     return DEFAULT_MOVIE_FPS
+
+
+def nice_length(longest: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is at most ``longest`` (a scale bar's length)."""
+    power = 10.0 ** np.floor(np.log10(longest))
+    return max(step * power for step in (1.0, 2.0, 5.0) if step * power <= longest)
+
+
+def annotate(img: np.ndarray, t: int, rate: Fraction, pixel: Optional[float], unit: str) -> np.ndarray:
+    """A preview frame with its index and time (``t 12  1.20 s``) and, when the pixel size is known, a scale bar
+    of a round length (about a fifth of the width) in the corner; frames under 96 px wide are left as they are."""
+    h, w = img.shape[:2]
+    if w < 96:
+        return img
+    out = np.ascontiguousarray(img.copy())
+    scale = max(0.35, w / 700.0)
+    thick = max(1, int(round(scale * 2)))
+    label = f"t {t}  {t / float(rate):.2f} s"
+    cv2.putText(out, label, (4, int(18 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thick,
+                cv2.LINE_AA)
+    if pixel:
+        length = nice_length(w * pixel / 5.0)
+        bar = int(round(length / pixel))
+        y = h - 6 - thick
+        cv2.rectangle(out, (w - 6 - bar, y - thick), (w - 6, y + thick), (255, 255, 255), -1)
+        cv2.putText(out, f"{length:g} {unit}", (w - 6 - bar, y - 2 * thick - 3), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def _pixel_size(prepared: Prepared, args: argparse.Namespace) -> Tuple[Optional[float], str]:
+    """(lateral pixel size, its unit): ``--pixel_size``/``--pixel_unit``, else the .asd header's (nm), else None."""
+    if args.pixel_size:
+        return args.pixel_size, args.pixel_unit
+    return (prepared.movie.info.get("pixel_size_nm") or (None,))[0], "nm"
 
 
 def _write_compare(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace) -> str:
@@ -417,14 +455,13 @@ def _write_stacks(job: MovieJob, prepared: Prepared, units: np.ndarray, args: ar
         logger.warning(f"{job.name}: --tiff/--gwy hold one channel of heights; this movie is colour: skipped")
         return []
     unit = prepared.movie.unit or args.units or ""
-    pixel = args.pixel_size or (prepared.movie.info.get("pixel_size_nm") or (None,))[0]
-    pixel_unit = args.pixel_unit if args.pixel_size else "nm"
+    pixel, pixel_unit = _pixel_size(prepared, args)
     written = []
     if args.tiff:
         written.append(os.path.join(args.output, job.name + ".tif"))
         with writing(written[-1]):
             scan_writers.write_tiff_stack(written[-1], units, unit, pixel, pixel_unit,
-                                          fps=float(_movie_rate(prepared.movie)), record=record)
+                                          fps=float(_movie_rate(prepared.movie, args.fps)), record=record)
     if args.gwy:
         written.append(os.path.join(args.output, job.name + ".gwy"))
         with writing(written[-1]):
@@ -451,9 +488,10 @@ def write_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argpar
     for t in range(len(out)):
         save_png16(os.path.join(folder, f"{t:05d}.png"), out[t], value_range)
     video = os.path.join(args.output, job.name + video_extension(args.codec))
-    rate = _movie_rate(movie)
-    write_video(video, (_to_rgb8(f) for f in out), rate, codec=args.codec, crf=args.crf, preset=args.preset,
-                log=logger.warning)
+    rate = _movie_rate(movie, args.fps)
+    pixel, pixel_unit = _pixel_size(prepared, args)
+    frames = (annotate(_to_rgb8(f), t, rate, pixel, pixel_unit) for t, f in enumerate(out))
+    write_video(video, frames, rate, codec=args.codec, crf=args.crf, preset=args.preset, log=logger.warning)
     compare = _write_compare(job, prepared, out, args)
     logger.info(f"{job.name}: {len(out)} frames -> {npy} ({movie.unit or 'input units'}), {folder}/ (16-bit PNG), "
                 f"{video} ({float(rate):g} fps) and {compare}")
@@ -502,17 +540,22 @@ def _log_scores(name: str, result: dict) -> None:
                     f"{ref['ssim']['model']:.4f}")
 
 
-def method_names() -> List[str]:
-    """What ``--method`` accepts: auto, model and every classic candidate of ``denoise_methods``."""
+def method_names(finetune: bool = False) -> List[str]:
+    """What ``--method`` accepts: auto, model (and model-finetuned with ``finetune``) and every classic candidate of
+    ``denoise_methods``."""
     r = dm.NOISE_RADIUS
     unit = np.zeros((2 * r + 1, 2 * r + 1))
     unit[r, r] = 1.0
-    return ["auto", "model"] + [c.name for c in dm.classic_candidates(unit)]
+    models = ["model", FINETUNED] if finetune else ["model"]
+    return ["auto"] + models + [c.name for c in dm.classic_candidates(unit)]
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, finetune: float = 0.0) -> None:
     """A one-line error for an unknown ``--method``, before any movie is read."""
-    names = method_names()
+    if method == FINETUNED and not finetune > 0:
+        raise UserError(f"--method {FINETUNED} needs --finetune MINUTES (the time to fine-tune the model on each "
+                        "movie)")
+    names = method_names(finetune > 0)
     if method not in names:
         raise UserError(f"unknown --method {method!r}: use {', '.join(names)}")
 
@@ -527,7 +570,8 @@ def _filled(grey: np.ndarray, skipped: List[int]) -> np.ndarray:
     return filled
 
 
-def _model_candidate(data: np.ndarray, model_out: np.ndarray, run_one: Callable) -> dm.Candidate:
+def _model_candidate(data: np.ndarray, model_out: np.ndarray, run_one: Callable,
+                     name: str = "model") -> dm.Candidate:
     """The model as a ``denoise_methods`` candidate: its output on the movie as given is ``model_out``; a movie whose
     frame t was moved (the SURE divergence) is run again for frame t alone (``run_one(frames, t)``)."""
     def fn(frames: np.ndarray, t: int) -> np.ndarray:
@@ -535,7 +579,39 @@ def _model_candidate(data: np.ndarray, model_out: np.ndarray, run_one: Callable)
             return model_out[t, ..., 0]
         return run_one(frames, t)
 
-    return dm.Candidate("model", dm.NONLINEAR, fn)
+    return dm.Candidate(name, dm.NONLINEAR, fn)
+
+
+def run_finetune(data: np.ndarray, blank: List[int], loaded: Loaded, args: argparse.Namespace,
+                 settings: DenoiseSettings, device: torch.device, name: str) -> Tuple[Optional[Loaded], dict]:
+    """``--finetune``: a copy of the model fine-tuned on this movie (``finetune.finetune``) and its metrics.json
+    entry; (None, entry) when the movie is too short (a warning) or fine-tuning never beat the start."""
+    import finetune
+
+    model, config = loaded
+    reason = finetune.too_short(data, blank, config["nFrames"])
+    if reason:
+        logger.warning(f"{name}: not fine-tuned: {reason}; the shipped model is used")
+        return None, {"skipped": reason}
+    residual = config.get("residual") or args.residual
+    logger.info(f"{name}: fine-tuning the model on the movie for up to {args.finetune:g} min")
+    tuned, info = finetune.finetune(model, config, data, blank, args.finetune, device, "auto", settings,
+                                    residual=residual, seed=args.seed, log=logger.debug)
+    logger.info(f"{name}: finetune: {info['steps']} steps in {info['minutes']:.2f} min, held-out score "
+                f"{info['score_before']:.3f} -> {info['score_after']:.3f} dB "
+                f"({'kept' if tuned is not None else 'not kept: no better than the shipped model'})")
+    return (None if tuned is None else (tuned, config)), info
+
+
+def _add_finetuned(candidates: List[dm.Candidate], data: np.ndarray, blank: List[int], tuned: Loaded,
+                   tuned_out: np.ndarray, args: argparse.Namespace, settings: DenoiseSettings,
+                   device: torch.device, name: str) -> None:
+    """Append the fine-tuned model to the auto choice's candidates."""
+    def run_one(frames_t: np.ndarray, t: int) -> np.ndarray:
+        moved = frames_t[..., None].astype(np.float32)
+        return denoise_array(moved, blank, tuned, args, settings, device, name, keep=lambda k: k == t)[t, ..., 0]
+
+    candidates.append(_model_candidate(data, tuned_out, run_one, FINETUNED))
 
 
 def run_method(data: np.ndarray, blank: List[int], loaded: Loaded, args: argparse.Namespace,
@@ -544,7 +620,7 @@ def run_method(data: np.ndarray, blank: List[int], loaded: Loaded, args: argpars
     SURE score (dB on the movie's normalised range, ``denoise_methods``) and the best one's output."""
     method = args.method
     grey = data.shape[3] == 1
-    if not grey and method not in ("auto", "model"):
+    if not grey and method not in ("auto", "model", FINETUNED):
         raise UserError(f"--method {method} works on grey movies; {name} has {data.shape[3]} channels: use --method "
                         "model (or auto)")
     usable = len(data) - len(blank)
@@ -552,11 +628,23 @@ def run_method(data: np.ndarray, blank: List[int], loaded: Loaded, args: argpars
         logger.warning(f"{name}: {usable} usable frames are too few to score the methods (at least "
                        f"{MIN_FRAMES_TO_SCORE}): using {SHORT_MOVIE_METHOD} without a score")
         method = SHORT_MOVIE_METHOD
+    tuned, tuning = None, {}
+    if args.finetune > 0 and method in ("auto", "model", FINETUNED):
+        tuned, info = run_finetune(data, blank, loaded, args, settings, device, name)
+        tuning = {"finetune": info}
     model_out = None
-    if method in ("auto", "model"):
+    if method in ("auto", "model") or (method == FINETUNED and tuned is None):
         model_out = denoise_array(data, blank, loaded, args, settings, device, name)
+    if method == FINETUNED and tuned is None:
+        logger.warning(f"{name}: no fine-tuned model (see above): --method {FINETUNED} writes the shipped model's "
+                       "output")
+        return model_out, {"method": "model", **tuning}
+    tuned_out = None if tuned is None else denoise_array(data, blank, tuned, args, settings, device,
+                                                         f"{name} ({FINETUNED})")
+    if method == FINETUNED or (method == "auto" and not grey and tuned_out is not None):
+        return tuned_out, {"method": FINETUNED, **tuning}
     if method == "model" or (method == "auto" and not grey):
-        return model_out, {"method": "model"}
+        return model_out, {"method": "model", **tuning}
     frames = _filled(data[..., 0].astype(np.float64), blank)
     covs, levels, candidates = dm.movie_candidates(frames)
     scores: Dict[str, float] = {}
@@ -566,15 +654,17 @@ def run_method(data: np.ndarray, blank: List[int], loaded: Loaded, args: argpars
             return denoise_array(moved, blank, loaded, args, settings, device, name, keep=lambda k: k == t)[t, ..., 0]
 
         candidates.append(_model_candidate(data, model_out, run_one))
+        if tuned_out is not None:
+            _add_finetuned(candidates, data, blank, tuned, tuned_out, args, settings, device, name)
         method, scores = dm.choose(frames, candidates, covs, levels,
                                    frames_to_score=dm.score_frames(len(frames), MODEL_SCORED_FRAMES))
         _log_methods(name, method, scores)
-    if method == "model":
-        return model_out, {"method": "model", "method_scores": scores}
+    if method in ("model", FINETUNED):
+        return model_out if method == "model" else tuned_out, {"method": method, "method_scores": scores, **tuning}
     out = dm.apply(frames, dm.find_candidate(candidates, method))[..., None].astype(np.float32)
     for t in blank:
         out[t] = data[t]
-    return out, {"method": method, "method_scores": scores}
+    return out, {"method": method, "method_scores": scores, **tuning}
 
 
 def _log_methods(name: str, best: str, scores: Dict[str, float]) -> None:
@@ -614,7 +704,8 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
               "blank_frames": prepared.blank_frames(), "corrupt_frames": [int(t) for t in check.corrupt],
               "outlier_pixels": {str(t): int(n) for t, n in sorted(check.outliers.items())},
               "normalisation": prepared.norm.to_dict(),
-              "png_range": [float(v) for v in prepared.norm.inverse(np.array(png_range(out), np.float64))]}
+              "png_range": [float(v) for v in prepared.norm.inverse(np.array(png_range(out), np.float64))],
+              "record": output_record(args, choice)}
     if prepared.passthrough:
         result["passed_through"] = True
     else:
@@ -645,6 +736,9 @@ PROTOCOL = {
     "method": "the method written (--method; auto: the best SURE score); method_scores: each candidate's SURE "
               "score in dB on the movie's normalised range (denoise_methods: the estimated error against the clean "
               "movie at its own frame rate, from the movie alone)",
+    "finetune": "--finetune: steps, minutes, the held-out score (N2N loss on held-out frame pairs, dB) before and "
+                "after, and whether the tuned model was kept; it is then the candidate model-finetuned",
+    "record": "what made the movie's outputs: method, model file and SHA-256, the options that change them",
     "png_range": "the values (input units) that the 16-bit PNGs' 0 and 65535 stand for; the .npy is exact",
 }  # how metrics.json's scores are made (its "protocol" entry, after the run's settings)
 
@@ -694,7 +788,7 @@ def _warn_other_channel(job: MovieJob, prepared: Prepared, settings: DenoiseSett
 def denoise_movies(args: argparse.Namespace, device: torch.device) -> int:
     """``--denoise``: every movie of ``--input`` is checked before any work, then denoised, written and scored;
     ``metrics.json`` sums them up. ``--model`` is checked already (``check_denoise_model``)."""
-    check_method(args.method)
+    check_method(args.method, args.finetune)
     settings = denoise_settings(args)
     jobs, last = find_movies(args, settings)
     reference = _read_reference(args, jobs[0], settings) if args.reference else None

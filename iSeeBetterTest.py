@@ -57,6 +57,7 @@ MIN_OVERLAP_BLEND = 16  # --denoise (tiles cross-faded): overlap 12 differs by u
 SEAM_ERROR = "49% with no overlap, 18% at 4 px, 4.5% at 8 px, 1.4% at 10 px"  # measured, super-resolution
 SEAM_ERROR_BLEND = "42% with no overlap, 16% at 4 px, 6% at 8 px, 2% at 12-14 px"  # measured, --denoise
 DEFAULT_DENOISE_WEIGHTS = os.path.join("weights", "iSeeBetter_denoise_afm.pth")  # relative to PROJECT_ROOT
+MAX_FINETUNE_MINUTES = 1440  # --finetune: one day at most
 
 # --------------------------------------------------------------------------------------------------------- options
 
@@ -174,6 +175,13 @@ def _add_denoise_options(p: argparse.ArgumentParser) -> None:
     denoise.add_argument("--pixel_unit", default="nm", help="unit of --pixel_size (default nm)")
     denoise.add_argument("--units", default=None, metavar="UNIT",
                          help="height unit for --tiff/--gwy when the input has none (.npy, images), e.g. nm")
+    denoise.add_argument("--fps", type=float, default=None,
+                         help="frame rate of the preview video and the TIFF's frame interval (default: the .asd "
+                              "frame time, a video's rate, else 10)")
+    denoise.add_argument("--finetune", type=float, default=0.0, metavar="MINUTES",
+                         help="fine-tune a copy of the model on each movie itself for up to MINUTES (self-supervised, "
+                              "stopped on held-out frame pairs) and offer it as method model-finetuned (default 0: "
+                              "off; see docs/denoise.md)")
     add_bool(denoise, "eval", True, "score the output in metrics.json without a clean frame (an extra pass over the "
              "even frames; see README)")
 
@@ -208,8 +216,12 @@ def check_denoise_args(parser: argparse.ArgumentParser, args: argparse.Namespace
     """Option errors of ``--denoise`` (options that only upscaling has, a missing --input); sets the default model."""
     if not args.input:
         parser.error("--denoise needs --input (a movie: .asd, .npy, frame folder or video; or a folder of movies)")
-    if args.pixel_size is not None and not (args.pixel_size > 0 and args.pixel_size < float("inf")):
-        parser.error(f"--pixel_size must be a positive number, got {args.pixel_size}")
+    for name in ("pixel_size", "fps"):
+        value = getattr(args, name)
+        if value is not None and not (0 < value < float("inf")):
+            parser.error(f"--{name} must be a positive number, got {value}")
+    if not 0 <= args.finetune <= MAX_FINETUNE_MINUTES:
+        parser.error(f"--finetune must be 0 (off) to {MAX_FINETUNE_MINUTES} minutes, got {args.finetune}")
     upscaling = [name for name, given in (("-u/--upscale_only", args.upscale_only),
                                           ("-s/--upscale_factor", args.upscale_factor is not None),
                                           ("--frames", args.frames is not None), ("--resume", args.resume),
@@ -239,8 +251,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         given += ["--keep_truncated"] if args.keep_truncated else []
         given += [f"--method {args.method}"] if args.method != "auto" else []
         given += [f"--{name}" for name in ("tiff", "gwy") if getattr(args, name)]
-        given += [f"--{name}" for name in ("pixel_size", "units") if getattr(args, name) is not None]
+        given += [f"--{name}" for name in ("pixel_size", "units", "fps") if getattr(args, name) is not None]
         given += ["--no-eval"] if not args.eval else []
+        given += [f"--finetune {args.finetune:g}"] if args.finetune else []
         if given:
             parser.error(f"{', '.join(given)} only apply with --denoise")
     if args.model is None:

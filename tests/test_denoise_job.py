@@ -307,3 +307,24 @@ def test_tiff_and_gwy_outputs_keep_heights_units_and_the_record(tmp_path, grey_m
     field = gwyfile.load(str(tmp_path / "out" / "still.gwy"))["/3/data"]
     np.testing.assert_allclose(field.data * 1e9, out[3], rtol=1e-6)
     assert field.xreal == pytest.approx(32 * 2.5e-9)
+
+
+def test_preview_frames_show_time_and_a_round_scale_bar():
+    assert denoise_job.nice_length(43.0) == 20.0 and denoise_job.nice_length(7.0) == 5.0
+    assert denoise_job.nice_length(1.0) == 1.0
+    img = np.zeros((128, 160, 3), np.uint8)
+    marked = denoise_job.annotate(img, 12, denoise_job.Fraction(10), 2.0, "nm")
+    assert marked.shape == img.shape and img.max() == 0  # a copy
+    assert marked[-12:, 100:].max() == 255  # the bar (20 nm = 10 px at 2 nm/px) in the lower right corner
+    assert marked[:20, :60].any()  # the frame index and time
+    small = np.zeros((32, 32, 3), np.uint8)
+    assert denoise_job.annotate(small, 0, denoise_job.Fraction(10), 2.0, "nm") is small
+
+
+def test_fps_sets_the_preview_rate_and_metrics_record_what_made_it(tmp_path, grey_model, capsys):
+    from video_io import video_info
+
+    movie, _ = _static_movie(tmp_path, frames=10)
+    _, record, _ = _run(tmp_path, movie, grey_model, capsys, "--method", "mean3", "--fps", "2.5")
+    assert float(video_info(str(tmp_path / "out" / "still.mp4"))["rate"]) == pytest.approx(2.5)
+    assert record["record"]["method"] == "mean3" and len(record["record"]["model"]["sha256"]) == 64
