@@ -202,3 +202,28 @@ def l1_fit_losses(net, x, nbs, flows, target, steps: int = 8, lr: float = 1e-3) 
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def tame(net, factor: float = 0.7):
+    """Scale the conv weights down: randomly initialised tiny RBPNs at scale 1 blow values up to ~100 (a trained
+    denoiser is contractive); scaled, the output stays on the [0, 1] scale, like a real denoiser's."""
+    import torch
+
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() == 4:
+                p.mul_(factor)
+    return net
+
+
+def run_denoise(tmp_path, movie: str, model: str, capsys, *extra):
+    """``iSeeBetterTest.py --denoise`` on one movie into ``tmp_path/out`` (no levelling, no scores, no bars); asserts
+    it succeeds and returns (output folder, the movie's metrics.json entry, stderr)."""
+    import json
+
+    out = tmp_path / "out"
+    code, err = run_tester(["--denoise", "-i", movie, "-o", str(out), "-m", model, "--no-level", "--no-eval",
+                            "--no-progress", *extra], capsys)
+    assert code == 0, err
+    with open(out / "metrics.json") as f:
+        return out, json.load(f)["movies"][os.path.splitext(os.path.basename(movie))[0]], err

@@ -1,23 +1,22 @@
 """Classic denoising candidates and their SURE-based choice (denoise_methods), on tiny synthetic movies."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
+from conftest import ROOT
 from scipy.ndimage import gaussian_filter, shift
 
 import denoise_methods as dm
 from errors import UserError
 
+_spec = importlib.util.spec_from_file_location("bench_methods", os.path.join(ROOT, "bench", "bench_methods.py"))
+bench_methods = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_methods)
+row_noise = bench_methods.row_noise  # the bench's synthetic scan-line noise (AR(1) along the rows)
+
 PLAIN = [dm.mean_candidate(n) for n in dm.MEAN_WINDOWS]
-
-
-def row_noise(rng: np.random.Generator, shape, sigma: float, rho: float) -> np.ndarray:
-    """Gaussian noise of std sigma, correlated along the rows (AR(1), lag-1 correlation rho)."""
-    white = rng.standard_normal(shape)
-    out = np.empty(shape)
-    out[..., 0] = white[..., 0]
-    for x in range(1, shape[-1]):
-        out[..., x] = rho * out[..., x - 1] + np.sqrt(1 - rho ** 2) * white[..., x]
-    return sigma * out
 
 
 def ar1_covariance(rho: float, radius: int = 8) -> np.ndarray:

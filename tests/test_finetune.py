@@ -1,12 +1,11 @@
 """``--finetune``: fine-tuning the denoiser on the movie itself (finetune.py, denoise_job.run_method)."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_NET, run_tester
+from conftest import TINY_NET, run_denoise, run_tester, tame
 
 import checkpoint
 import finetune
@@ -30,12 +29,7 @@ def _movie(frames: int = 24, sigma: float = 0.1, seed: int = 0) -> np.ndarray:
 
 def _tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    net = rbpn.Net(**GREY_NET)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                m.weight.mul_(0.5)
-    return net.eval()
+    return tame(rbpn.Net(**GREY_NET), 0.5).eval()
 
 
 def _true_mse(model: torch.nn.Module, data: np.ndarray) -> float:
@@ -103,17 +97,8 @@ def test_model_finetuned_needs_finetune_and_finetune_needs_denoise(tmp_path, gre
     assert code == 2 and "--finetune 1 only apply with --denoise" in err
 
 
-def _run(tmp_path, movie, model, capsys, *extra):
-    out = tmp_path / "out"
-    code, err = run_tester(["--denoise", "-i", movie, "-o", str(out), "-m", model, "--no-level", "--no-eval",
-                            "--no-progress", *extra], capsys)
-    assert code == 0, err
-    with open(out / "metrics.json") as f:
-        return out, json.load(f)["movies"]["still"], err
-
-
 def test_a_short_movie_warns_and_is_not_fine_tuned(tmp_path, grey_ckpt, capsys):
-    out, record, err = _run(tmp_path, _npy(tmp_path, 10), grey_ckpt, capsys, "--finetune", "0.05", "--method",
+    out, record, err = run_denoise(tmp_path, _npy(tmp_path, 10), grey_ckpt, capsys, "--finetune", "0.05", "--method",
                             "model-finetuned")
     assert "not fine-tuned: 10 usable frames are too few" in err
     assert record["method"] == "model" and "skipped" in record["finetune"]
@@ -121,7 +106,7 @@ def test_a_short_movie_warns_and_is_not_fine_tuned(tmp_path, grey_ckpt, capsys):
 
 
 def test_the_tester_fine_tunes_and_records_it(tmp_path, grey_ckpt, capsys):
-    out, record, err = _run(tmp_path, _npy(tmp_path, 24), grey_ckpt, capsys, "--finetune", "0.05", "--method",
+    out, record, err = run_denoise(tmp_path, _npy(tmp_path, 24), grey_ckpt, capsys, "--finetune", "0.05", "--method",
                             "model-finetuned")
     entry = record["finetune"]
     assert entry["steps"] > 0 and entry["minutes"] < 0.2 and "score_before" in entry

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_NET, run_tester
+from conftest import TINY_NET, run_tester, tame
 from test_scans import asd_bytes, levels, write_asd
 from torch import nn
 
@@ -33,16 +33,6 @@ def _cli(argv, capsys):
     return run_tester(argv, capsys)
 
 
-def _tame(net: nn.Module, factor: float = 0.7) -> nn.Module:
-    """Scale the conv weights down: randomly initialised tiny RBPNs at scale 1 blow values up to ~100 (a trained
-    denoiser is contractive); scaled, the output stays on the [0, 1] scale, like a real denoiser's."""
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() == 4:
-                p.mul_(factor)
-    return net
-
-
 def _save(tmp_path, name, net, extra=None):
     import checkpoint
 
@@ -56,7 +46,7 @@ def grey_ckpt(tmp_path):
     import rbpn
 
     torch.manual_seed(0)
-    return _save(tmp_path, "grey.pth", _tame(rbpn.Net(**GREY_NET)))
+    return _save(tmp_path, "grey.pth", tame(rbpn.Net(**GREY_NET)))
 
 
 def _scene(t_count, h, w, shift=0.0, channels=0):
@@ -184,7 +174,7 @@ def test_net2_checkpoint_denoises(movie, tmp_path, capsys):
     import rbpn
 
     torch.manual_seed(0)
-    ckpt = _save(tmp_path, "net2.pth", _tame(rbpn.Net2(**dict(GREY_NET, scale_factor=2))))
+    ckpt = _save(tmp_path, "net2.pth", tame(rbpn.Net2(**dict(GREY_NET, scale_factor=2))))
     out = tmp_path / "out"
     err = _denoise(movie, out, ckpt, capsys, "--no-eval")
     assert "Net2" in err
@@ -195,7 +185,7 @@ def test_colour_movie(tmp_path, capsys):
     import rbpn
 
     torch.manual_seed(0)
-    ckpt = _save(tmp_path, "colour.pth", _tame(rbpn.Net(**dict(GREY_NET, num_channels=3))))
+    ckpt = _save(tmp_path, "colour.pth", tame(rbpn.Net(**dict(GREY_NET, num_channels=3))))
     _, noisy = _nm_movie(t_count=5, channels=3)
     np.save(tmp_path / "rgb.npy", noisy)
     out = tmp_path / "out"
@@ -213,7 +203,7 @@ def test_checkpoint_denoise_settings_are_applied(movie, tmp_path, capsys, monkey
     import rbpn
 
     torch.manual_seed(0)
-    net = _tame(rbpn.Net(**GREY_NET))
+    net = tame(rbpn.Net(**GREY_NET))
     ckpt = _save(tmp_path, "zero.pth", net, extra={"denoise": {"warping": True, "flows": "zero", "level": False,
                                                                "channel": "topography", "target": "median"}})
 
@@ -236,7 +226,7 @@ def test_asd_movie_is_read_in_the_checkpoints_channel(tmp_path, capsys):
     import rbpn
 
     torch.manual_seed(0)
-    ckpt = _save(tmp_path, "phase.pth", _tame(rbpn.Net(**GREY_NET)), extra={"denoise": {"channel": "phase"}})
+    ckpt = _save(tmp_path, "phase.pth", tame(rbpn.Net(**GREY_NET)), extra={"denoise": {"channel": "phase"}})
     path = write_asd(tmp_path / "scan.asd", 1, [levels(5, 16, 20), levels(5, 16, 20, seed=1)], frame_time=250.0)
     out = tmp_path / "out"
     err = _denoise(path, out, ckpt, capsys, "--no-eval")
@@ -441,7 +431,7 @@ def test_blended_tiles_of_a_tiny_denoiser_are_within_0_01_without_seams():
     import rbpn
 
     torch.manual_seed(0)
-    model = inference.prepare_model(_tame(rbpn.Net(**GREY_NET)), torch.device("cpu"))
+    model = inference.prepare_model(tame(rbpn.Net(**GREY_NET)), torch.device("cpu"))
     rng = np.random.default_rng(0)
     clean = _scene(1, 96, 112)[0][..., None]
     frames = [np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1).astype(np.float32) for _ in range(3)]
@@ -731,7 +721,7 @@ def test_single_frame_and_mean_base_checkpoints_denoise(movie, tmp_path, capsys)
     import rbpn
 
     torch.manual_seed(0)
-    single = _tame(rbpn.Net(**dict(GREY_NET, nFrames=1)))
+    single = tame(rbpn.Net(**dict(GREY_NET, nFrames=1)))
     ckpt = _save(tmp_path, "single.pth", single, extra={"residual": "frame"})
     _denoise(movie, tmp_path / "single", ckpt, capsys, "--no-eval", "--precision", "fp32")
     assert np.load(tmp_path / "single" / "scan.npy").shape == (7, 24, 32)
