@@ -435,8 +435,8 @@ def _write_compare(job: MovieJob, prepared: Prepared, out: np.ndarray, args: arg
 
 
 def output_record(args: argparse.Namespace, choice: dict) -> dict:
-    """What made a movie's outputs, for the TIFF and .gwy files: the method, the model file and its SHA-256, the
-    options that change the output, and the method scores."""
+    """What made a movie's outputs, for metrics.json and the TIFF and .gwy files: the method, the model file and its
+    SHA-256, the options that change the output, and the method scores."""
     from run_record import model_identity
 
     options = {key: getattr(args, key) for key in ("method", "nFrames", "tile", "tile_overlap", "edge", "precision",
@@ -445,23 +445,22 @@ def output_record(args: argparse.Namespace, choice: dict) -> dict:
             "options": options, "method_scores": choice.get("method_scores", {})}
 
 
-def _write_stacks(job: MovieJob, prepared: Prepared, units: np.ndarray, args: argparse.Namespace,
-                  record: dict) -> List[str]:
+def _write_stacks(job: MovieJob, prepared: Prepared, units: np.ndarray, args: argparse.Namespace, record: dict,
+                  rate: Fraction, pixel: Optional[float], pixel_unit: str) -> List[str]:
     """``--tiff``/``--gwy``: the movie as a float32 ImageJ TIFF stack and a Gwyddion file, with its height unit
-    (``--units`` when the input has none), pixel size (``--pixel_size``, else the .asd header's) and ``record``."""
+    (``--units`` when the input has none), pixel size (``_pixel_size``), frame ``rate`` and ``record``."""
     import scan_writers
 
     if units.shape[3] != 1:
         logger.warning(f"{job.name}: --tiff/--gwy hold one channel of heights; this movie is colour: skipped")
         return []
     unit = prepared.movie.unit or args.units or ""
-    pixel, pixel_unit = _pixel_size(prepared, args)
     written = []
     if args.tiff:
         written.append(os.path.join(args.output, job.name + ".tif"))
         with writing(written[-1]):
-            scan_writers.write_tiff_stack(written[-1], units, unit, pixel, pixel_unit,
-                                          fps=float(_movie_rate(prepared.movie, args.fps)), record=record)
+            scan_writers.write_tiff_stack(written[-1], units, unit, pixel, pixel_unit, fps=float(rate),
+                                          record=record)
     if args.gwy:
         written.append(os.path.join(args.output, job.name + ".gwy"))
         with writing(written[-1]):
@@ -470,31 +469,33 @@ def _write_stacks(job: MovieJob, prepared: Prepared, units: np.ndarray, args: ar
 
 
 def write_movie(job: MovieJob, prepared: Prepared, out: np.ndarray, args: argparse.Namespace,
-                choice: Optional[dict] = None) -> None:
+                record: dict) -> Tuple[float, float]:
     """The outputs of one denoised movie: ``<movie>.npy`` in the input's units and shape (skipped frames as read),
     ``<movie>/00000.png ...`` (16-bit, named by frame index from 0), the preview video and ``<movie>_compare.png``;
-    with ``--tiff``/``--gwy`` also ``<movie>.tif``/``<movie>.gwy`` with units and a record of what made them."""
+    with ``--tiff``/``--gwy`` also ``<movie>.tif``/``<movie>.gwy`` with units and ``record`` (``output_record``).
+    Returns the PNGs' value range (``png_range``)."""
     movie, norm = prepared.movie, prepared.norm
+    rate = _movie_rate(movie, args.fps)
+    pixel, pixel_unit = _pixel_size(prepared, args)
     units = norm.inverse(out)
     for t in prepared.blank:
         units[t] = movie.frames[t]
     npy = os.path.join(args.output, job.name + ".npy")
     save_npy(npy, units[..., 0] if job.squeeze else units)
     if args.tiff or args.gwy:
-        stacks = _write_stacks(job, prepared, units, args, output_record(args, choice or {}))
+        stacks = _write_stacks(job, prepared, units, args, record, rate, pixel, pixel_unit)
         logger.info(f"{job.name}: {', '.join(stacks)}" if stacks else f"{job.name}: no TIFF/.gwy written")
     folder = os.path.join(args.output, job.name)
     value_range = png_range(out)
     for t in range(len(out)):
         save_png16(os.path.join(folder, f"{t:05d}.png"), out[t], value_range)
     video = os.path.join(args.output, job.name + video_extension(args.codec))
-    rate = _movie_rate(movie, args.fps)
-    pixel, pixel_unit = _pixel_size(prepared, args)
     frames = (annotate(_to_rgb8(f), t, rate, pixel, pixel_unit) for t, f in enumerate(out))
     write_video(video, frames, rate, codec=args.codec, crf=args.crf, preset=args.preset, log=logger.warning)
     compare = _write_compare(job, prepared, out, args)
     logger.info(f"{job.name}: {len(out)} frames -> {npy} ({movie.unit or 'input units'}), {folder}/ (16-bit PNG), "
                 f"{video} ({float(rate):g} fps) and {compare}")
+    return value_range
 
 
 # ----------------------------------------------------------------------------------------------------------- score
@@ -698,14 +699,15 @@ def denoise_movie(job: MovieJob, prepared: Prepared, reference: Optional[scans.M
         out, choice = run_method(shielded(data, outliers), prepared.blank, loaded, args, settings, device, job.name)
         if outliers is not None:
             out[outliers] = data[outliers]  # reported, never changed
-    write_movie(job, prepared, out, args, choice)
+    record = output_record(args, choice)
+    value_range = write_movie(job, prepared, out, args, record)
     result = {"source": job.path, "frames": job.shape[0], "height": job.shape[1], "width": job.shape[2],
               "channels": job.shape[3], "channel": movie.channel, "unit": movie.unit,
               "blank_frames": prepared.blank_frames(), "corrupt_frames": [int(t) for t in check.corrupt],
               "outlier_pixels": {str(t): int(n) for t, n in sorted(check.outliers.items())},
               "normalisation": prepared.norm.to_dict(),
-              "png_range": [float(v) for v in prepared.norm.inverse(np.array(png_range(out), np.float64))],
-              "record": output_record(args, choice)}
+              "png_range": [float(v) for v in prepared.norm.inverse(np.array(value_range, np.float64))],
+              "record": record}
     if prepared.passthrough:
         result["passed_through"] = True
     else:

@@ -25,6 +25,7 @@ import torch
 
 import denoise_data
 import hardware
+from checks import flow_backend_for
 from dataset import bicubic_upscale, compute_flows, neighbour_offsets
 from errors import UserError
 from options import DEFAULT_OVERLAP, EDGE_MODES, FLOW_BACKENDS, PRECISIONS  # noqa: F401  (re-exported)
@@ -376,22 +377,12 @@ def window_flows(centre: np.ndarray, neighbours: Sequence[np.ndarray], same: Seq
     return [np.zeros((2, h, w), np.float32) if s else next(computed) for s in same]
 
 
-def pick_flow_backend(backend: str, model_device: torch.device) -> str:
-    """``cpp`` or ``torch``: ``auto`` means torch when the model runs on CUDA (the C++ flow would be the bottleneck
-    there), else the exact C++ pyflow."""
-    if backend not in ("auto", "cpp", "torch"):
-        raise InferenceError(f"unknown flow backend {backend!r}; use auto, cpp or torch")
-    if backend == "auto":
-        return "torch" if torch.device(model_device).type == "cuda" else "cpp"
-    return backend
-
-
 def resolve_flow_backend(backend: str, flow_device: Optional[str], model_device: torch.device
                          ) -> Tuple[str, torch.device]:
-    """(``cpp`` or ``torch`` (``pick_flow_backend``), device for the torch flow): ``flow_device`` (errors name
+    """(``cpp`` or ``torch`` (``checks.flow_backend_for``), device for the torch flow): ``flow_device`` (errors name
     ``--flow_device``), by default the model's. The C++ flow runs on the CPU: ``flow_device`` is not used (only its
     name is checked), and the model's device is returned."""
-    backend = pick_flow_backend(backend, model_device)
+    backend = flow_backend_for(backend, model_device)
     if backend == "cpp":
         if flow_device and flow_device != "auto":
             parse_device(flow_device)

@@ -29,11 +29,11 @@ import logger
 import metrics
 import plots
 import run_record
+from checks import flow_backend_for
 from clips import Clip, clip_record, finished_frames, frame_selector, input_identity, parse_frames
 from dataset import bicubic_upscale, degrade, modcrop
 from errors import UserError
 from inference import (
-    pick_flow_backend,
     resolve_flow_backend,
     sr_image,
     super_resolve_clip,
@@ -126,7 +126,7 @@ def frame_settings(args: argparse.Namespace, config: dict, device: torch.device,
     settings.update(nFrames=config["nFrames"], residual=args.residual, precision=args.precision, tile=args.tile,
                     tile_overlap=args.tile_overlap if args.tile else None,
                     chop_forward=bool(args.chop_forward and not args.tile), future_frame=bool(args.future_frame),
-                    edge=args.edge, flow_backend=pick_flow_backend(args.flow_backend, device))
+                    edge=args.edge, flow_backend=flow_backend_for(args.flow_backend, device))
     if mode == "evaluate":
         settings["degradation"] = args.degradation
     return settings
