@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 import training
 from denoise_data import MEMORY, DenoiseDataset, window_length
@@ -66,15 +67,6 @@ def split_windows(starts: Sequence[int]) -> Tuple[List[int], List[int]]:
     held_starts = {starts[k] for k in held}
     train = [k for k in range(len(starts)) if not any(abs(starts[k] - h) in (0, 2) for h in held_starts)]
     return held, train
-
-
-def _stack(items: Sequence[tuple]) -> Batch:
-    """Samples of ``DenoiseDataset`` as one batch."""
-    inp = torch.stack([it[0] for it in items])
-    target = torch.stack([it[1] for it in items])
-    neighbours = [torch.stack([it[2][j] for it in items]) for j in range(len(items[0][2]))]
-    flows = [torch.stack([it[3][j] for it in items]) for j in range(len(items[0][3]))]
-    return inp, target, neighbours, flows, torch.stack([it[4] for it in items])
 
 
 def _forward(model: torch.nn.Module, batch: Batch, device: torch.device, residual: bool) -> torch.Tensor:
@@ -124,7 +116,7 @@ def finetune(model: torch.nn.Module, config: dict, data: np.ndarray, blank: Sequ
                                     "mean" if residual == "mean" else "frame", patch)
     train_set.reseed(seed)
     held, train = split_windows([s for _, s in train_set.samples])
-    held_batches = [_stack([held_set[k]]) for k in held]
+    held_batches = [default_collate([held_set[k]]) for k in held]
     net = copy.deepcopy(model).to(device)
     precision = training.resolve_precision(precision, device)
     best = held_out_score(net, held_batches, device, bool(residual))
@@ -135,7 +127,7 @@ def finetune(model: torch.nn.Module, config: dict, data: np.ndarray, blank: Sequ
     next_eval = time.time() + interval
     while time.time() - start < budget and (max_steps <= 0 or steps < max_steps):
         net.train()
-        batch = _stack([train_set[rng.choice(train)] for _ in range(BATCH)])
+        batch = default_collate([train_set[rng.choice(train)] for _ in range(BATCH)])
         optimizer.zero_grad(set_to_none=True)
         with training.autocast(device, precision):
             out = _forward(net, batch, device, bool(residual))

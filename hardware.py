@@ -39,6 +39,7 @@ def _announce(key: Tuple, message: str, warn: bool) -> None:
 # CPU
 
 
+@functools.lru_cache(maxsize=1)
 def _proc_cpuinfo() -> Tuple[str, Set[str]]:
     """(model name, flag set) of the first processor in /proc/cpuinfo; ("", empty) where there is none."""
     model, flags = "", set()
