@@ -25,21 +25,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import denoise_data  # noqa: E402
+import denoise_eval  # noqa: E402
 import scans  # noqa: E402
 
 
 def held_out_references(frames: np.ndarray, norm: denoise_data.Normalisation) -> dict:
-    """{k: the mean of levelled frames 2k-1 and 2k+1 on ``norm``'s scale} for every even frame 2k that has both."""
+    """{k: (levelled frame 2k-1, levelled frame 2k+1) on ``norm``'s scale} for every even frame 2k that has both
+    (``denoise_eval.held_out_indices``)."""
     levelled = np.stack([denoise_data.level_rows(f) for f in frames])
-    return {k: norm.forward((levelled[2 * k - 1] + levelled[2 * k + 1]) / 2)
-            for k in range(1, (len(frames) + 1) // 2) if 2 * k + 1 < len(frames)}
+    return {k: (norm.forward(levelled[2 * k - 1]), norm.forward(levelled[2 * k + 1]))
+            for k in denoise_eval.held_out_indices(len(frames))}
 
 
 def held_out_psnr(output: np.ndarray, refs: dict, norm: denoise_data.Normalisation) -> float:
-    """Mean PSNR (peak 1) of the levelled even-frame ``output`` (T, H, W) against ``refs``."""
+    """Mean ``denoise_eval.n2n_psnr`` (peak 1) of the levelled even-frame ``output`` (T, H, W) against ``refs``."""
     levelled = np.stack([denoise_data.level_rows(f) for f in output])
-    return float(np.mean([10 * np.log10(1 / np.mean((norm.forward(levelled[k]) - ref) ** 2))
-                          for k, ref in refs.items()]))
+    return float(np.mean([denoise_eval.n2n_psnr(norm.forward(levelled[k]), *pair) for k, pair in refs.items()]))
 
 
 def calibration(output: np.ndarray, refs: dict, norm: denoise_data.Normalisation) -> tuple:
@@ -48,7 +49,7 @@ def calibration(output: np.ndarray, refs: dict, norm: denoise_data.Normalisation
     divided by the output's mean there (1: the tallest features are neither dimmed nor inflated)."""
     levelled = np.stack([denoise_data.level_rows(f) for f in output])
     out = np.concatenate([norm.forward(levelled[k]).ravel() for k in refs])
-    ref = np.concatenate([r.ravel() for r in refs.values()])
+    ref = np.concatenate([((before + after) / 2).ravel() for before, after in refs.values()])
     centred = out - out.mean()
     slope = float(np.dot(centred, ref - ref.mean()) / np.dot(centred, centred))
     tall = out >= np.percentile(out, 99.9)

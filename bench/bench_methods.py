@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 
 import denoise_methods as dm  # noqa: E402
 import scans  # noqa: E402
+from denoise_eval import held_out_indices, n2n_psnr  # noqa: E402
 
 TRAIN_MOVIES = ("afm_sample/train/sample_0.asd", "afm_sample/train/sample_1.asd")
 PLAIN_MEANS = ("mean3", "mean5", "mean7")
@@ -125,20 +126,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return dm.risk_db(float(np.mean((a - b) ** 2)))
 
 
-def held_out(frames: np.ndarray) -> List[int]:
-    """Indices k of the even-frame movie whose held-out neighbours 2k - 1 and 2k + 1 exist."""
-    return [k for k in range(1, (len(frames) + 1) // 2) if 2 * k + 1 < len(frames)]
-
-
 def score_candidates(frames: np.ndarray, candidates: List[dm.Candidate],
                      clean: Optional[np.ndarray]) -> Dict[str, Tuple[float, Optional[float]]]:
     """{name: (held-out dB, true dB or None)} of every candidate run on the even frames."""
     even = frames[0::2]
-    ks = held_out(frames)
+    ks = held_out_indices(len(frames))
     result = {}
     for candidate in candidates:
         outs = {k: candidate.fn(even, k) for k in ks}
-        ho = float(np.mean([psnr(outs[k], (frames[2 * k - 1] + frames[2 * k + 1]) / 2) for k in ks]))
+        ho = float(np.mean([n2n_psnr(outs[k], frames[2 * k - 1], frames[2 * k + 1]) for k in ks]))
         true = None if clean is None else float(np.mean([psnr(outs[k], clean[2 * k]) for k in ks]))
         result[candidate.name] = (ho, true)
     return result
