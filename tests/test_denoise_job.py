@@ -316,3 +316,15 @@ def test_fps_sets_the_preview_rate_and_metrics_record_what_made_it(tmp_path, gre
     _, record, _ = _run(tmp_path, movie, grey_model, capsys, "--method", "mean3", "--fps", "2.5")
     assert float(video_info(str(tmp_path / "out" / "still.mp4"))["rate"]) == pytest.approx(2.5)
     assert record["record"]["method"] == "mean3" and len(record["record"]["model"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("option,value", [("--fps", "0"), ("--fps", "-2"), ("--fps", "nan"), ("--pixel_size", "-1"),
+                                          ("--pixel_size", "inf")])
+def test_bad_fps_and_pixel_size_are_one_line(tmp_path, grey_model, capsys, option, value):
+    from conftest import run_tester
+
+    movie, _ = _static_movie(tmp_path, frames=10)
+    code, err = run_tester(["--denoise", "-i", movie, "-o", str(tmp_path / "o"), "-m", grey_model, option, value],
+                           capsys)
+    assert code == 2 and f"{option} must be a positive number" in err
+    assert not os.path.exists(tmp_path / "o")
